@@ -1,0 +1,85 @@
+"""Device and dtype choice, made once at the entry point and passed down.
+
+`resolve_device("auto")` prefers CUDA, then Apple's MPS, then the CPU. `autocast_dtype(device)`
+says which reduced precision to compute in: bf16 on CUDA and on CPUs with native bf16 matmul
+(AVX-512 BF16 / AMX), where it runs ~2.3x faster than fp32; None (plain fp32) elsewhere. fp16 is
+never chosen on the CPU: it is emulated there and runs ~100x slower.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+import torch
+
+from .errors import BadSettingError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Turn 'auto' | 'cpu' | 'cuda' | 'cuda:1' | 'mps' into an available torch.device."""
+    if isinstance(name, torch.device):
+        return name
+    name = str(name).lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = name.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise BadSettingError(f"unknown device {name!r}: use one of {', '.join(DEVICE_CHOICES)}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BadSettingError("--device cuda: no CUDA GPU is visible to PyTorch; use --device auto or cpu")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BadSettingError("--device mps: Apple MPS is not available here; use --device auto or cpu")
+    return torch.device(name)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16() -> bool:
+    """True if this CPU has native bf16 dot products (AVX-512 BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return ("avx512_bf16" in flags) or ("amx_bf16" in flags)
+    except OSError:  # not Linux: be conservative, fp32 is always correct
+        return False
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for `device`: 'auto' picks bf16 where it is fast, 'fp32' disables it."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise BadSettingError(f"unknown precision {precision!r}: use auto, bf16 or fp32")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_bf16() else None
+    return None  # MPS: fp32 is the safe default
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """A context manager that autocasts to `dtype`, or does nothing when dtype is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def set_threads(num_threads: int | None = None) -> None:
+    """Use all physical cores for intra-op work unless the user set OMP_NUM_THREADS."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def describe(device: torch.device, dtype: torch.dtype | None) -> str:
+    """Short text for the HUD and logs, e.g. 'cpu bf16'."""
+    return f"{device.type} {str(dtype).replace('torch.', '') if dtype else 'fp32'}".replace("bfloat16", "bf16")
