@@ -1,0 +1,101 @@
+"""MaskGIT dynamics model: past token grids + latent actions -> logits for the next frame's tokens.
+
+Input token grids (B, T, N) may contain the mask id (= vocab size) anywhere; the model returns
+logits over the codebook for every position of every frame (B, T, N, vocab). The action that led
+from frame t-1 to frame t conditions frame t (frame 0 gets a learned "no action" vector). Actions
+arrive as vectors from the LAM's codebook (stop-gradient in training), projected to the model width.
+
+Two ways in for the action (`action_mode`):
+- "add":   added to every token embedding of its frame (the Genie paper);
+- "token": one extra token per frame that spatial attention can read (one reimplementation found
+  this essential for faithful CoinRun generations). Its output is discarded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from .patches import PositionTable
+from .st_block import ContextKV, FrameKV, STConfig, STTransformer, init_weights
+
+
+@dataclass
+class DynamicsConfig:
+    grid: tuple[int, int] = (8, 8)
+    vocab: int = 1024
+    action_dim: int = 32
+    num_actions: int = 8
+    action_mode: str = "add"  # "add" | "token"
+    # 3 layers, FFN x3: ~3.3M parameters, about compute-optimal for the tokens a few CPU-hours see,
+    # and ~0.4 GFLOP per MaskGIT step (25 steps + 1 per frame must fit in ~100 ms on 2 cores).
+    st: STConfig = field(default_factory=lambda: STConfig(dim=256, depth=3, heads=4, mlp_ratio=3.0, window=16))
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab
+
+
+class DynamicsModel(nn.Module):
+    def __init__(self, cfg: DynamicsConfig) -> None:
+        super().__init__()
+        if cfg.action_mode not in ("add", "token"):
+            raise ValueError(f"action_mode must be 'add' or 'token', not {cfg.action_mode!r}")
+        self.cfg = cfg
+        d = cfg.st.dim
+        self.tok_emb = nn.Embedding(cfg.vocab + 1, d)  # + the mask token
+        self.pos = PositionTable(cfg.tokens_per_frame + (cfg.action_mode == "token"), d)
+        self.action_proj = nn.Linear(cfg.action_dim, d)
+        self.no_action = nn.Parameter(torch.zeros(d))
+        self.transformer = STTransformer(cfg.st)
+        self.head = nn.Linear(d, cfg.vocab)
+        init_weights(self)
+
+    def _embed(self, tokens: torch.Tensor, action_emb: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T, N), action_emb (B, T, D) -> (B, T, N or N+1, D)."""
+        x = self.tok_emb(tokens)
+        if self.cfg.action_mode == "add":
+            x = x + action_emb[:, :, None, :]
+        else:
+            x = torch.cat([action_emb[:, :, None, :].to(x.dtype), x], dim=2)
+        return self.pos(x)
+
+    def _logits(self, y: torch.Tensor) -> torch.Tensor:
+        if self.cfg.action_mode == "token":
+            y = y[..., 1:, :]
+        return self.head(y)
+
+    def action_embedding(self, actions: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """actions (B, T-1, action_dim) or None -> (B, T, D) with 'no action' for frame 0."""
+        first = self.no_action.expand(batch, 1, -1)
+        if actions is None or actions.shape[1] == 0:
+            return first
+        projected = self.action_proj(actions)
+        return torch.cat([first.to(projected.dtype), projected], dim=1)
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, t0: int = 0) -> torch.Tensor:
+        """tokens (B, T, N) (mask id allowed), actions (B, T-1, action_dim) -> logits (B, T, N, vocab).
+
+        actions[:, t] is the action from frame t to frame t+1 and conditions frame t+1."""
+        b, t, _ = tokens.shape
+        if actions.shape[1] != t - 1:
+            raise ValueError(f"need T-1={t - 1} actions for {t} frames, got {actions.shape[1]}")
+        x = self._embed(tokens, self.action_embedding(actions, b))
+        return self._logits(self.transformer(x, t0=t0))
+
+    # -- play: one frame at a time against cached context ----------------------------------------
+    def step(
+        self, tokens: torch.Tensor, action: torch.Tensor | None, context: ContextKV
+    ) -> tuple[torch.Tensor, FrameKV]:
+        """tokens (B, N) of the frame at context.position (mask id allowed), action (B, action_dim)
+        that led to it (None for the first frame) -> (logits (B, N, vocab), the frame's KV)."""
+        b = tokens.shape[0]
+        emb = self.no_action.expand(b, -1) if action is None else self.action_proj(action)
+        x = self._embed(tokens[:, None], emb[:, None])[:, 0]
+        y, kv = self.transformer.step(x, context)
+        return self._logits(y), kv

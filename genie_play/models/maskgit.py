@@ -1,0 +1,86 @@
+"""Model-agnostic MaskGIT sampler (Chang et al. 2022), as used by Genie's dynamics model.
+
+`decode(logits_fn, tokens, ...)` fills the masked positions of `tokens` (B, N) in `steps` rounds:
+each round samples every masked position from logits_fn(tokens), ranks positions by the confidence of
+their sample (already-revealed positions rank first, with +inf), and reveals the most confident until
+only `mask_count(...)` positions stay masked. Revealed tokens are never resampled, every round reveals
+at least one token, and the last round reveals all that remain (argmax there).
+
+Randomness comes only from the given torch.Generator, and the same noise is shared by every batch
+row, so a batch of B rollouts equals B separate rollouts with the same seed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+
+def cosine_schedule(progress: float) -> float:
+    """Fraction of the tokens still masked after `progress` (0..1) of the rounds."""
+    return math.cos(math.pi / 2 * progress)
+
+
+def linear_schedule(progress: float) -> float:
+    return 1.0 - progress
+
+
+SCHEDULES = {"cosine": cosine_schedule, "linear": linear_schedule}
+
+
+def mask_counts(num_masked: int, steps: int, schedule: Callable[[float], float] = cosine_schedule) -> list[int]:
+    """How many tokens stay masked after each of `steps` rounds: strictly decreasing (>=1 revealed
+    per round while any remain), ending at 0."""
+    counts, remaining = [], num_masked
+    for s in range(steps):
+        target = 0 if s == steps - 1 else math.floor(num_masked * schedule((s + 1) / steps))
+        remaining = max(0, min(target, remaining - 1))
+        counts.append(remaining)
+    return counts
+
+
+def decode(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    tokens: torch.Tensor,
+    mask_id: int,
+    steps: int = 25,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    schedule: Callable[[float], float] = cosine_schedule,
+    choice_temperature: float = 1.0,
+) -> torch.Tensor:
+    """Fill the masked positions of tokens (B, N). logits_fn: (B, N) long -> (B, N, V) logits.
+
+    temperature scales the sampling logits (0 = greedy); choice_temperature scales the Gumbel noise
+    on the confidences, annealed linearly to 0 over the rounds (MaskGIT's randomised ranking).
+    Every row must start with the same number of masked positions (true for a new frame)."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    tokens = tokens.clone()
+    b, n = tokens.shape
+    masked = tokens == mask_id
+    counts = mask_counts(int(masked[0].sum()), steps, schedule)
+    for s, keep_masked in enumerate(counts):
+        logits = logits_fn(tokens).float()  # (B, N, V)
+        last = s == steps - 1
+        if temperature <= 0 or last:
+            sampled = logits.argmax(dim=-1)
+        else:
+            probs = (logits / temperature).softmax(dim=-1)
+            u = torch.rand((1, n, 1), generator=generator, device="cpu").to(probs.device)
+            sampled = torch.searchsorted(probs.cumsum(dim=-1), u.expand(b, n, 1).contiguous()).squeeze(-1)
+            sampled = sampled.clamp_(max=logits.shape[-1] - 1)
+        logp = logits.log_softmax(dim=-1).gather(-1, sampled[..., None]).squeeze(-1)  # (B, N)
+        noise_scale = choice_temperature * (1.0 - (s + 1) / steps)
+        if noise_scale > 0:
+            g = torch.rand((1, n), generator=generator, device="cpu").to(logp.device)
+            logp = logp + noise_scale * -torch.log(-torch.log(g.clamp(1e-20, 1.0 - 1e-7)))
+        confidence = torch.where(masked, logp, torch.full_like(logp, float("inf")))
+        # Rank of every position by confidence (0 = most confident); reveal all but keep_masked.
+        order = confidence.argsort(dim=-1, descending=True, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=order.device).expand(b, n))
+        reveal = masked & (rank < n - keep_masked)
+        tokens = torch.where(reveal, sampled, tokens)
+        masked = masked & ~reveal
+    return tokens

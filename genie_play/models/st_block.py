@@ -1,0 +1,260 @@
+"""The spatial-temporal (ST) transformer that all three Genie components are built on.
+
+One block = attention over the tokens of one frame (spatial), then causal attention over the same
+position across frames (temporal), then one FFN (Genie: "no FFN after the spatial layer").
+QK-norm keeps attention logits bounded, which keeps bf16 training stable.
+
+Time is encoded only inside the temporal attention, with rotary embeddings (RoPE) of the absolute
+frame index. A query at frame m and a key at frame n then interact through m - n alone, so the keys
+and values cached for a frame stay valid when the context window slides on: that is what lets
+inference compute each frame's temporal keys/values once (`STTransformer.step`) instead of
+recomputing the whole context at every MaskGIT step.
+
+Temporal attention is banded: frame i sees frames i-window+1 .. i. For a clip no longer than the
+window (training) this is plain causal attention; for a long play session the full forward over the
+whole history and the cached step-by-step path compute exactly the same function (tested).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class STConfig:
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    window: int = 16  # frames visible to temporal attention (the model's context length)
+    attention: str = "plain"  # "plain" (faster at these short lengths on CPU) or "sdpa"
+    rope_base: float = 10000.0
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, impl: str) -> torch.Tensor:
+    """Attention over the last two dims. q (..., Lq, hd), k/v (..., Lk, hd), mask (Lq, Lk) bool keep."""
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    # At L = 16..65 a plain matmul-softmax-matmul beats SDPA 1.5-3x on this CPU (CPU-NOTES.md),
+    # and 3-d bmm over (batch*heads) runs 2.5x faster than 4-d matmul for the many tiny
+    # per-position problems of temporal attention.
+    lead, lq, hd = q.shape[:-2], q.shape[-2], q.shape[-1]
+    q3, k3, v3 = q.reshape(-1, lq, hd), k.reshape(-1, k.shape[-2], hd), v.reshape(-1, v.shape[-2], hd)
+    scores = torch.bmm(q3 * (hd**-0.5), k3.transpose(1, 2))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    out = torch.bmm(scores.float().softmax(dim=-1).to(v.dtype), v3)
+    return out.view(*lead, lq, hd)
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables (L, head_dim) for integer positions (L,); fp32 for exact positions."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (L, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (L, hd)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (..., L, hd) by cos/sin (L, hd) (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+def banded_causal_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
+    """(L, L) bool: frame i may attend to frame j iff i - window < j <= i."""
+    i = torch.arange(length, device=device)[:, None]
+    j = torch.arange(length, device=device)[None, :]
+    return (j <= i) & (j > i - window)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm whose gain follows the input dtype, so bf16 inputs take the fused kernel."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with fused QKV and QK-norm (RMS norm per head)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        assert dim % heads == 0, "dim must be divisible by heads"
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+        self.q_norm = RMSNorm(self.head_dim)
+        self.k_norm = RMSNorm(self.head_dim)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (S, L, D) -> q, k, v each (S, heads, L, head_dim), q and k normalised."""
+        s, l, _ = x.shape
+        qkv = self.qkv(x).view(s, l, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self.q_norm(qkv[0]), self.k_norm(qkv[1]), qkv[2]
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        """(S, heads, L, head_dim) -> (S, L, D) through the output projection."""
+        s, _, l, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(s, l, self.heads * self.head_dim))
+
+
+class STBlock(nn.Module):
+    def __init__(self, cfg: STConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.norm_s = nn.LayerNorm(cfg.dim)
+        self.spatial = Attention(cfg.dim, cfg.heads)
+        self.norm_t = nn.LayerNorm(cfg.dim)
+        self.temporal = Attention(cfg.dim, cfg.heads)
+        self.norm_f = nn.LayerNorm(cfg.dim)
+        hidden = int(cfg.dim * cfg.mlp_ratio)
+        # SiLU, not GELU: bf16 GELU runs ~50x slower than SiLU on this CPU (no vectorised kernel).
+        self.ffn = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.SiLU(), nn.Linear(hidden, cfg.dim))
+
+    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
+        """x (S, N, D): attention among the N tokens of each frame (no mask)."""
+        q, k, v = self.spatial.project(self.norm_s(x))
+        return x + self.spatial.merge(attend(q, k, v, None, self.cfg.attention))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, N, D); cos/sin (T, hd) for the frames' positions; mask (T, T) temporal."""
+        b, t, n, d = x.shape
+        x = self._spatial(x.reshape(b * t, n, d)).view(b, t, n, d)
+        xt = x.transpose(1, 2).reshape(b * n, t, d)  # (B*N, T, D): one sequence per position
+        q, k, v = self.temporal.project(self.norm_t(xt))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        xt = xt + self.temporal.merge(attend(q, k, v, mask, self.cfg.attention))
+        xt = xt + self.ffn(self.norm_f(xt))
+        return xt.view(b, n, t, d).transpose(1, 2)
+
+    def step(
+        self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One new frame against cached context keys/values.
+
+        x (B, N, D) new frame; ctx_k/ctx_v (B*N, heads, L+1, hd) with the context in slots :L and
+        a scratch slot at L that this call overwrites with the new frame's key/value; cos/sin (1, hd)
+        for the new frame's position. Returns y (B, N, D) and the new frame's k, v (B*N, heads, 1, hd).
+        """
+        b, n, d = x.shape
+        x = self._spatial(x)
+        xt = x.reshape(b * n, 1, d)
+        q, k, v = self.temporal.project(self.norm_t(xt))
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        ctx_k[:, :, -1:] = k
+        ctx_v[:, :, -1:] = v
+        xt = xt + self.temporal.merge(attend(q, ctx_k, ctx_v, None, self.cfg.attention))
+        xt = xt + self.ffn(self.norm_f(xt))
+        return xt.view(b, n, d), k, v
+
+
+class STTransformer(nn.Module):
+    """A stack of ST blocks with a final LayerNorm; full (training) and cached (play) forwards."""
+
+    def __init__(self, cfg: STConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(STBlock(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+
+    @property
+    def head_dim(self) -> int:
+        return self.cfg.dim // self.cfg.heads
+
+    def forward(self, x: torch.Tensor, t0: int = 0) -> torch.Tensor:
+        """x (B, T, N, D) for frames t0 .. t0+T-1 -> (B, T, N, D)."""
+        t = x.shape[1]
+        pos = torch.arange(t0, t0 + t, device=x.device)
+        cos, sin = rope_tables(pos, self.head_dim, self.cfg.rope_base)
+        mask = banded_causal_mask(t, self.cfg.window, x.device)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask)
+        return self.norm(x)
+
+    def step(self, x: torch.Tensor, context: "ContextKV") -> tuple[torch.Tensor, "FrameKV"]:
+        """x (B, N, D) for the frame at position context.position -> (y (B, N, D), its keys/values)."""
+        pos = torch.tensor([context.position], device=x.device)
+        cos, sin = rope_tables(pos, self.head_dim, self.cfg.rope_base)
+        new_kv = []
+        for block, (ck, cv) in zip(self.blocks, context.buffers):
+            x, k, v = block.step(x, ck, cv, cos, sin)
+            new_kv.append((k, v))
+        return self.norm(x), FrameKV(tuple(new_kv))
+
+
+@dataclass(frozen=True)
+class FrameKV:
+    """One frame's temporal keys/values at every layer: tuple over layers of (k, v) (B*N, H, 1, hd).
+
+    Immutable and shared between snapshots, so a snapshot of the play state costs no copy.
+    """
+
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    def repeat_batch(self, times: int) -> "FrameKV":
+        """Repeat along the batch (B*N rows are batch-major) for batched exploration."""
+        return FrameKV(tuple((k.repeat(times, 1, 1, 1), v.repeat(times, 1, 1, 1)) for k, v in self.layers))
+
+
+class ContextKV:
+    """Contiguous per-layer buffers of the context frames' keys/values plus one scratch slot.
+
+    Built once per new frame from the last window-1 FrameKVs; every MaskGIT step of that frame reads
+    it and overwrites only the scratch slot, so no step allocates or recomputes context.
+    """
+
+    def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple[int, int, int, int, torch.dtype, torch.device] | None = None) -> None:
+        self.position = position
+        buffers = []
+        if frames:
+            for layer in range(len(frames[0].layers)):
+                ks = [f.layers[layer][0] for f in frames]
+                vs = [f.layers[layer][1] for f in frames]
+                k, v = ks[0], vs[0]
+                ks.append(torch.empty_like(k))
+                vs.append(torch.empty_like(v))
+                buffers.append((torch.cat(ks, dim=2), torch.cat(vs, dim=2)))
+        else:
+            assert empty_like is not None, "no context frames: give the shape of one scratch slot"
+            depth, rows, heads, head_dim, dtype, device = empty_like
+            for _ in range(depth):
+                buffers.append(
+                    (
+                        torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device),
+                        torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device),
+                    )
+                )
+        self.buffers = buffers
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """GPT-style init: normal(0, 0.02) for linears/embeddings, zeros for biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def st_block_flops(cfg: STConfig, tokens: int, context: int) -> float:
+    """Multiply-add FLOPs (x2) of one cached step of `tokens` tokens per frame against `context` frames."""
+    d = cfg.dim
+    matmuls = tokens * (3 * d * d + d * d) * 2 + tokens * int(cfg.mlp_ratio * d) * d * 2  # spatial, temporal, FFN
+    attn = 2 * tokens * tokens * d + 2 * tokens * (context + 1) * d
+    return 2.0 * cfg.depth * (matmuls + attn)
+

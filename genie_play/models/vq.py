@@ -1,0 +1,109 @@
+"""Vector quantizer with L2-normalised codes, straight-through gradients and dead-code restart.
+
+Normalised (cosine) codes keep every code on the unit sphere, so no code drifts far away from the
+encoder outputs and dies; a very small codebook (the LAM's 8 actions) plus restarts of codes unused
+for `dead_after` steps are the fixes PRIOR-ART.md reports for latent-action collapse.
+
+The forward pass returns everything the trainer needs for the losses (it does not compute them):
+    commitment = mse(z_e, z_q.detach()), codebook = mse(z_e.detach(), z_q)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class VQConfig:
+    num_codes: int = 1024
+    code_dim: int = 32
+    dead_after: int = 50  # training steps without use before a code is restarted (0 = never)
+    restart_noise: float = 0.1  # relative noise on the copy of a used code
+
+
+class VQOutput(NamedTuple):
+    quantized: torch.Tensor  # (..., code_dim) straight-through: value of z_q, gradient of z_e
+    indices: torch.Tensor  # (...,) long
+    z_e: torch.Tensor  # (..., code_dim) normalised encoder output
+    z_q: torch.Tensor  # (..., code_dim) normalised chosen code (gradient flows to the codebook)
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, cfg: VQConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.codebook = nn.Parameter(F.normalize(torch.randn(cfg.num_codes, cfg.code_dim), dim=-1))
+        # Steps since each code was last chosen (training statistics; saved with checkpoints).
+        self.register_buffer("idle_steps", torch.zeros(cfg.num_codes, dtype=torch.long), persistent=True)
+        self.register_buffer("usage", torch.zeros(cfg.num_codes), persistent=True)  # EMA of use frequency
+        self.register_buffer("restarts", torch.zeros((), dtype=torch.long), persistent=True)
+
+    def codes(self) -> torch.Tensor:
+        """(num_codes, code_dim) unit vectors."""
+        return F.normalize(self.codebook, dim=-1)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices (...,) -> (..., code_dim) unit code vectors."""
+        return F.embedding(indices, self.codes())
+
+    def forward(self, z: torch.Tensor) -> VQOutput:
+        """z (..., code_dim) encoder output -> nearest normalised code, straight-through."""
+        z_e = F.normalize(z.float(), dim=-1)
+        codes = self.codes().float()
+        # Cosine similarity on unit vectors; argmax = nearest in L2.
+        indices = (z_e.reshape(-1, z_e.shape[-1]) @ codes.t()).argmax(dim=-1).view(z_e.shape[:-1])
+        z_q = F.embedding(indices, codes)
+        quantized = z_e + (z_q - z_e).detach()
+        if self.training:
+            self._track_usage(indices)
+        return VQOutput(quantized, indices, z_e, z_q)
+
+    @torch.no_grad()
+    def _track_usage(self, indices: torch.Tensor) -> None:
+        counts = torch.bincount(indices.reshape(-1), minlength=self.cfg.num_codes).float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)  # every rank sees the same statistics -> identical restarts
+        self.usage.mul_(0.99).add_(0.01 * counts / counts.sum().clamp(min=1))
+        self.idle_steps.add_(1).masked_fill_(counts > 0, 0)
+
+    @torch.no_grad()
+    def restart_dead_codes(self, step: int) -> int:
+        """Replace codes idle for `dead_after` steps by perturbed copies of used codes.
+
+        Deterministic given the codebook, the statistics and `step`, so all DDP ranks do the same.
+        Returns the number of codes restarted.
+        """
+        if self.cfg.dead_after <= 0:
+            return 0
+        dead = (self.idle_steps >= self.cfg.dead_after).nonzero().flatten()
+        alive = (self.idle_steps < self.cfg.dead_after).nonzero().flatten()
+        if dead.numel() == 0 or alive.numel() == 0:
+            return 0
+        gen = torch.Generator(device="cpu").manual_seed(1_000_003 * step + 17)
+        # Prefer copying the most used codes: they are the ones that should split.
+        weights = self.usage[alive].float().cpu().clamp(min=1e-6)
+        src = alive[torch.multinomial(weights, dead.numel(), replacement=True, generator=gen).to(alive.device)]
+        noise = torch.randn(dead.numel(), self.cfg.code_dim, generator=gen).to(self.codebook.device)
+        base = self.codes()[src]
+        self.codebook.data[dead] = F.normalize(base + self.cfg.restart_noise * noise, dim=-1)
+        self.idle_steps[dead] = 0
+        self.usage[dead] = self.usage[src] / 2
+        self.restarts.add_(dead.numel())
+        return int(dead.numel())
+
+    def perplexity(self) -> torch.Tensor:
+        """exp(entropy) of the EMA usage: 1 = collapsed to one code, num_codes = uniform."""
+        p = self.usage / self.usage.sum().clamp(min=1e-12)
+        return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())
+
+
+def batch_perplexity(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """Perplexity of the code histogram of one batch of indices."""
+    p = torch.bincount(indices.reshape(-1), minlength=num_codes).float()
+    p = p / p.sum().clamp(min=1)
+    return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())

@@ -1,0 +1,173 @@
+"""`genie-play train tokenizer|dynamics|export` (also `python -m genie_play.train ...` for torchrun).
+
+    genie-play train tokenizer --data DIR --run runs/tok [--preset small] [key=value ...]
+    genie-play train dynamics  --data DIR --run runs/dyn --tokenizer runs/tok [key=value ...]
+    genie-play train export runs/dyn --out coinrun.safetensors [--labels labels.json]
+
+Overrides: `key=value` for the training loop (`steps=2000`, `lr=3e-4`, ...), `model.` keys for the
+world config (`model.dynamics.st.depth=3`), `loss.` keys for phase 2's loss config. Running the
+same command again resumes the run from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import BadSettingError, CheckpointError
+from ..models.presets import PRESETS, WorldConfig, override, preset, to_dict, world_config_from_dict
+
+PHASE_DEFAULTS = {
+    # The shipped world's schedules (see weights/README.md); small enough for a 2-core CPU.
+    "tokenizer": dict(steps=6000, batch_size=8, clip_len=4, lr=3e-4, warmup_steps=500),
+    "dynamics": dict(steps=8000, batch_size=6, clip_len=16, lr=3e-4, warmup_steps=500),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="phase", metavar="PHASE", required=True)
+    for phase in ("tokenizer", "dynamics"):
+        p = sub.add_parser(phase, help=f"train the {'video tokenizer' if phase == 'tokenizer' else 'LAM + dynamics model'}")
+        p.add_argument("--data", required=True, type=Path, help="dataset folder (genie-play data ...)")
+        p.add_argument("--run", required=True, type=Path, help="run folder: checkpoints, metrics, pictures")
+        p.add_argument("--preset", default="small", choices=sorted(PRESETS))
+        p.add_argument("--device", default="auto")
+        p.add_argument("--init", type=Path, help="warm-start the trained parts from a world bundle")
+        if phase == "dynamics":
+            p.add_argument("--tokenizer", required=True, type=Path, help="phase-1 run folder or a world bundle")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p = sub.add_parser("export", help="write a world bundle from a phase-2 run")
+    p.add_argument("run", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--labels", type=Path, help="JSON list of 8 action labels (or a labels export)")
+    p.add_argument("--no-lam", action="store_true", help="leave out the LAM encoder (smaller; no infer_actions)")
+    p.add_argument("--fp32", action="store_true", help="store fp32 weights instead of bf16")
+
+
+def _split_overrides(items: list[str]) -> tuple[list[str], list[str], list[str]]:
+    train, model, loss = [], [], []
+    for item in items:
+        key = item.lstrip("-")
+        if key.startswith("model."):
+            model.append(key[len("model."):])
+        elif key.startswith("loss."):
+            loss.append(key[len("loss."):])
+        else:
+            train.append(key)
+    return train, model, loss
+
+
+def _tokenizer_source(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(world config dict, tokenizer state dict) from a phase-1 run folder or a world bundle."""
+    from .. import bundle as bundle_io
+    from .loop import load_checkpoint_weights
+
+    if path.is_dir():
+        state, meta = load_checkpoint_weights(path)
+        extra = meta.get("extra_state", meta)
+        return extra["world_config"], {k[len("tokenizer."):]: v for k, v in state.items() if k.startswith("tokenizer.")}
+    b = bundle_io.read_bundle(bundle_io.resolve_world(path))
+    return b.config, {k[len("tokenizer."):]: v.float() for k, v in b.tensors.items() if k.startswith("tokenizer.")}
+
+
+def _init_from_bundle(module: torch.nn.Module, path: Path, prefixes: tuple[str, ...]) -> None:
+    from .. import bundle as bundle_io
+
+    b = bundle_io.read_bundle(bundle_io.resolve_world(path))
+    own = module.state_dict()
+    loaded = {k: v.to(own[k].dtype) for k, v in b.tensors.items() if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
+    if not loaded:
+        raise BadSettingError(f"{path}: no tensors match this model's {'/'.join(prefixes)} parts; check the preset")
+    module.load_state_dict(loaded, strict=False)
+    print(f"warm start: {len(loaded)} tensors from {path}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.phase == "export":
+        return export(args)
+    from ..devices import resolve_device, set_threads
+    from .data import ClipDataset
+    from .loop import Trainer, TrainConfig, init_distributed
+    from .overrides import apply_overrides
+
+    train_over, model_over, loss_over = _split_overrides(args.overrides)
+    rank, world_size, local_rank = init_distributed()
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+    set_threads()
+    cfg = apply_overrides(TrainConfig(**PHASE_DEFAULTS[args.phase]), train_over)
+    world_cfg = preset(args.preset)
+    if args.phase == "tokenizer":
+        from .stage_tokenizer import TokenizerTrainer
+
+        world_cfg = override(world_cfg, model_over).check() if model_over else world_cfg
+        if cfg.clip_len > world_cfg.tokenizer.encoder.window:
+            raise BadSettingError(f"clip_len {cfg.clip_len} exceeds the tokenizer window {world_cfg.tokenizer.encoder.window}")
+        module = TokenizerTrainer(world_cfg.tokenizer)
+        if args.init:
+            _init_from_bundle(module, args.init, ("tokenizer.",))
+        extra = {"phase": "tokenizer", "world_config": to_dict(world_cfg), "data": str(args.data)}
+    else:
+        from ..models.tokenizer import Tokenizer
+        from .stage_dynamics import DynamicsLossConfig, DynamicsTrainer
+
+        tok_cfg_dict, tok_state = _tokenizer_source(args.tokenizer)
+        base = to_dict(world_cfg)
+        base["tokenizer"] = tok_cfg_dict["tokenizer"]
+        world_cfg = world_config_from_dict(base)
+        world_cfg = override(world_cfg, model_over).check() if model_over else world_cfg
+        if cfg.clip_len > world_cfg.dynamics.st.window:
+            raise BadSettingError(f"clip_len {cfg.clip_len} exceeds the dynamics window {world_cfg.dynamics.st.window}")
+        tokenizer = Tokenizer(world_cfg.tokenizer)
+        tokenizer.load_state_dict(tok_state)
+        loss_cfg = apply_overrides(DynamicsLossConfig(), loss_over)
+        module = DynamicsTrainer(world_cfg, tokenizer, loss_cfg)
+        if args.init:
+            _init_from_bundle(module, args.init, ("lam.", "dynamics."))
+        extra = {"phase": "dynamics", "world_config": to_dict(world_cfg), "data": str(args.data),
+                 "loss_config": dataclasses.asdict(loss_cfg), "tokenizer_source": str(args.tokenizer)}
+    dataset = ClipDataset(args.data, split="train", clip_len=cfg.clip_len)
+    Trainer(module.to(device), dataset, cfg, args.run, device, extra_state=extra).run()
+    return 0
+
+
+def _read_labels(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BadSettingError(f"{path}: cannot read labels ({err}); give a JSON list of 8 strings") from None
+    if isinstance(data, dict):  # a `genie-play labels --export` file
+        data = data.get("labels", data)
+        if isinstance(data, dict):
+            data = [data.get(str(i), "") for i in range(len(data))]
+    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+        raise BadSettingError(f"{path}: labels must be a JSON list of strings")
+    return data
+
+
+def export(args: argparse.Namespace) -> int:
+    from ..world import World, build_models
+    from .loop import load_checkpoint_weights
+
+    state, meta = load_checkpoint_weights(args.run)
+    extra = meta.get("extra_state", meta)
+    if extra.get("phase") != "dynamics":
+        raise CheckpointError(f"{args.run}: not a phase-2 (dynamics) run; export needs the LAM and dynamics weights")
+    cfg: WorldConfig = world_config_from_dict(extra["world_config"])
+    models = build_models(cfg)
+    for name, module in models.items():
+        module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+    labels = _read_labels(args.labels) if args.labels else None
+    if labels is not None and len(labels) != cfg.dynamics.num_actions:
+        raise BadSettingError(f"{args.labels}: {len(labels)} labels for {cfg.dynamics.num_actions} actions")
+    card = {"run": str(args.run), "step": meta.get("step"), "data": extra.get("data"),
+            "tokenizer_source": extra.get("tokenizer_source")}
+    world = World(cfg, models["tokenizer"], models["dynamics"], models["lam"].action_codebook().detach(),
+                  lam=None if args.no_lam else models["lam"], device="cpu", precision="fp32", labels=labels, card=card)
+    world.save(args.out, include_lam=not args.no_lam, dtype=None if args.fp32 else torch.bfloat16)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+    return 0

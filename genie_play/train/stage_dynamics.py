@@ -1,0 +1,113 @@
+"""Phase 2: train the latent action model and the dynamics model together.
+
+On each clip (B, T, H, W, 3):
+- the frozen tokenizer turns frames into token grids (B, T, N);
+- the LAM infers the action of every transition from pixels and predicts frame t+1 from frames
+  1..t and that action (MSE + VQ losses); random context patches are dropped so that the action,
+  not the context, has to carry the change;
+- the dynamics model sees the token grids with frames 2..T masked at a rate drawn per frame from
+  U[mask_min, 1] (the paper's U[0.5, 1]) and the LAM's actions with a stop-gradient; loss =
+  cross-entropy on the masked tokens. Frame 1 is never masked: at play time it is the prompt.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..models.dynamics import DynamicsModel
+from ..models.lam import LatentActionModel
+from ..models.presets import WorldConfig
+from ..models.tokenizer import Tokenizer
+from ..models.vq import batch_perplexity
+from .pictures import grid, save_png
+from .stage_tokenizer import psnr_from_mse
+
+
+@dataclass
+class DynamicsLossConfig:
+    mask_min: float = 0.5  # mask rate ~ U[mask_min, 1] per frame
+    lam_beta: float = 0.25  # commitment weight of the LAM's VQ
+    lam_context_drop: float = 0.5  # max fraction of LAM decoder context patches dropped
+    lam_weight: float = 1.0
+
+
+class DynamicsTrainer(nn.Module):
+    def __init__(self, cfg: WorldConfig, tokenizer: Tokenizer, loss_cfg: DynamicsLossConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.loss_cfg = loss_cfg or DynamicsLossConfig()
+        self.lam = LatentActionModel(cfg.lam)
+        self.dynamics = DynamicsModel(cfg.dynamics)
+        # Frozen: not a submodule parameter for the optimiser or DDP, but moved with the module.
+        self.tokenizer = tokenizer.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "DynamicsTrainer":
+        super().train(mode)
+        self.tokenizer.eval()  # the frozen tokenizer never updates its VQ statistics
+        return self
+
+    def forward(self, frames: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        lc, b, t = self.loss_cfg, frames.shape[0], frames.shape[1]
+        with torch.no_grad():
+            tokens = self.tokenizer.encode(frames)  # (B, T, N)
+
+        # -- latent actions (pixels in, sigmoid pixels out) ------------------------------------------
+        act = self.lam.infer(frames)  # (B, T-1)
+        n_lam = self.cfg.lam.tokens_per_frame
+        drop_rate = torch.rand(b, t - 1, 1, device=frames.device) * lc.lam_context_drop
+        drop = torch.rand(b, t - 1, n_lam, device=frames.device) < drop_rate
+        pred = self.lam.predict_next(frames[:, :-1], act.quantized, drop=drop).float()
+        lam_mse = F.mse_loss(pred, frames[:, 1:].float() / 255.0)
+        lam_vq = F.mse_loss(act.z_q, act.z_e.detach()) + lc.lam_beta * F.mse_loss(act.z_e, act.z_q.detach())
+
+        # -- dynamics: MaskGIT objective on frames 2..T ---------------------------------------------
+        rate = lc.mask_min + (1 - lc.mask_min) * torch.rand(b, t, 1, device=frames.device)
+        masked = torch.rand(tokens.shape, device=frames.device) < rate
+        masked[:, 0] = False
+        inputs = torch.where(masked, torch.full_like(tokens, self.cfg.dynamics.mask_id), tokens)
+        logits = self.dynamics(inputs, act.quantized.detach())  # stop-gradient into the LAM
+        ce = F.cross_entropy(logits[masked].float(), tokens[masked])
+        loss = ce + lc.lam_weight * (lam_mse + lam_vq)
+
+        restarted = self.lam.vq.restart_dead_codes(step) if self.training else 0
+        with torch.no_grad():
+            acc = (logits[masked].argmax(-1) == tokens[masked]).float().mean()
+        metrics = {
+            "ce": ce.detach(),
+            "token_acc": acc,
+            "lam_psnr": psnr_from_mse(lam_mse.detach()),
+            "action_perplexity": batch_perplexity(act.indices, self.cfg.lam.num_actions),
+            "action_perplexity_ema": self.lam.vq.perplexity().detach(),
+            "actions_restarted": torch.tensor(float(restarted)),
+        }
+        return loss, metrics
+
+    def world(self, device: str | torch.device = "cpu", precision: str = "fp32"):
+        """A playable World from copies of the current weights (training modules stay untouched)."""
+        from ..world import World
+
+        return World(
+            self.cfg, copy.deepcopy(self.tokenizer), copy.deepcopy(self.dynamics),
+            self.lam.action_codebook().detach().clone(), lam=copy.deepcopy(self.lam),
+            device=device, precision=precision,
+        )
+
+    @torch.no_grad()
+    def write_pictures(self, frames: torch.Tensor, path: Path, num_frames: int = 6) -> None:
+        """One prompt (the first frame of the batch) rolled out under each action, a row per action,
+        plus the real clip and the actions the LAM infers on it."""
+        world = self.world(device=frames.device, precision="auto")
+        world.sampling = {"steps": 8}
+        prompt = frames[0, 0].cpu().numpy()
+        world.seed(0)
+        world.reset(prompt)
+        rows = list(world.explore(num_frames=num_frames))
+        real = frames[0, : num_frames + 1].cpu().numpy()
+        inferred = world.infer_actions(real)
+        labels = [f"action {a}" for a in range(len(rows))] + ["real " + "".join(map(str, inferred[:num_frames]))]
+        save_png(grid(rows + [real[1:]], scale=2, labels=labels), path)
