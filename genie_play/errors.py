@@ -37,3 +37,7 @@ class BadDataError(GenieError):
 
 class CheckpointError(GenieError):
     """A training checkpoint that cannot be written or read."""
+
+
+class OutputError(GenieError):
+    """A file that cannot be written: its folder is missing or not writable, or the disk is full."""

@@ -6,6 +6,9 @@ import os
 import numpy as np
 import pytest
 
+# Tests use tiny models: one thread is faster than two, and it keeps the suite from spinning
+# against other work on the machine (OpenMP busy-waits when cores are oversubscribed).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 

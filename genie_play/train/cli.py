@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         return export(args)
     from ..devices import resolve_device, set_threads
     from .data import ClipDataset
-    from .loop import Trainer, TrainConfig, init_distributed
+    from .loop import Trainer, TrainConfig, init_distributed, shutdown_distributed
     from .overrides import apply_overrides
 
     train_over, model_over, loss_over = _split_overrides(args.overrides)
@@ -131,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
         extra = {"phase": "dynamics", "world_config": to_dict(world_cfg), "data": str(args.data),
                  "loss_config": dataclasses.asdict(loss_cfg), "tokenizer_source": str(args.tokenizer)}
     dataset = ClipDataset(args.data, split="train", clip_len=cfg.clip_len)
-    Trainer(module.to(device), dataset, cfg, args.run, device, extra_state=extra).run()
+    try:
+        Trainer(module.to(device), dataset, cfg, args.run, device, extra_state=extra).run()
+    finally:
+        shutdown_distributed()
     return 0
 
 

@@ -45,6 +45,7 @@ class DynamicsTrainer(nn.Module):
         self.dynamics = DynamicsModel(cfg.dynamics)
         # Frozen: not a submodule parameter for the optimiser or DDP, but moved with the module.
         self.tokenizer = tokenizer.eval().requires_grad_(False)
+        self.tokens_per_frame = cfg.dynamics.tokens_per_frame  # for the loop's tokens/s
 
     def train(self, mode: bool = True) -> "DynamicsTrainer":
         super().train(mode)

@@ -26,6 +26,7 @@ class TokenizerTrainer(nn.Module):
         super().__init__()
         self.tokenizer = Tokenizer(cfg)
         self.beta = beta
+        self.tokens_per_frame = cfg.tokens_per_frame  # for the loop's tokens/s
 
     def forward(self, frames: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """frames (B, T, H, W, 3) uint8 -> (loss, metrics)."""

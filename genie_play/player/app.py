@@ -1,0 +1,400 @@
+"""The player window: event loop, drawing, drag-and-drop, recording. Knows nothing about torch.
+
+One `App.tick()` = read events, take the worker's results, maybe repeat a held key, redraw. The
+loop redraws at `redraw_hz` (60) whether or not a frame is being generated, so the window always
+answers. Tests drive it tick by tick with SDL_VIDEODRIVER=dummy and `pygame.event.post`.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # before pygame is imported: no banner
+import pygame  # noqa: E402
+
+from ..errors import GenieError  # noqa: E402
+from ..labels import ActionLabels  # noqa: E402
+from . import hud  # noqa: E402
+from .explorer import Explorer  # noqa: E402
+from .keymap import canonical_key, control_command  # noqa: E402
+from .session import FileWriter, HeldKeys, PromptList, RateMeter, Recorder, next_steps, next_temperature  # noqa: E402
+from .worker import Result, WorldWorker  # noqa: E402
+
+NO_DISPLAY = ("no display for the player window ({why}): play headless with `genie-play rollout IMAGE "
+              "--actions 0,3,3,7 --out run.gif`, or run the player under an X server (`xvfb-run genie-play ...`)")
+
+
+@dataclass
+class PlayOptions:
+    world_name: str = "world"
+    seed: int = 0
+    steps: int | None = None  # MaskGIT steps (None: the world's default)
+    temperature: float | None = None
+    fps_cap: float | None = None  # most generated frames per second while a key is held
+    scale: int = 8  # initial window scale of the frame
+    smooth: bool = False  # smooth instead of nearest-neighbour upscaling
+    record_dir: Path | None = None  # GIFs and PNGs; None: the user's pictures folder
+    record_fps: float | None = None  # None: the real timing of the frames
+    record_scale: int = 4
+    captions: bool = True  # action labels under the GIF frames
+    explore_frames: int = 4
+    config_dir: Path | None = None  # labels folder root (tests); None: the user config dir
+    max_queued: int = 8  # key presses that may wait while a frame is generated
+    repeat_delay: float = 0.3  # seconds a key is held before it repeats
+    redraw_hz: int = 60
+    message_seconds: float = 6.0
+
+
+def open_window(size: tuple[int, int], title: str) -> pygame.Surface:
+    """Open the resizable window, or raise a one-line GenieError when there is no display."""
+    if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+        raise GenieError(NO_DISPLAY.format(why="DISPLAY is not set"))
+    try:
+        pygame.display.init()
+        pygame.font.init()
+        screen = pygame.display.set_mode(size, pygame.RESIZABLE)
+    except pygame.error as err:
+        raise GenieError(NO_DISPLAY.format(why=str(err).splitlines()[0] if str(err) else "SDL error")) from err
+    pygame.display.set_caption(title)
+    return screen
+
+
+class App:
+    def __init__(self, world_factory: Callable[[], Any], prompts: Sequence[Any] = (),
+                 options: PlayOptions | None = None):
+        self.options = options or PlayOptions()
+        self.prompts = PromptList(prompts)
+        self.worker = WorldWorker(world_factory, seed=self.options.seed, max_pending_steps=self.options.max_queued,
+                                  sampling={k: v for k, v in (("steps", self.options.steps),
+                                                              ("temperature", self.options.temperature)) if v is not None})
+        self.held = HeldKeys(self.options.repeat_delay)
+        self.recorder = Recorder()
+        self.meter = RateMeter()
+        self.state = hud.HudState(world_name=self.options.world_name, seed=self.options.seed)
+        self.info = None  # WorldInfo once the world is loaded
+        self.table: ActionLabels | None = None
+        self.keymap = None
+        self.frame = None  # (H, W, 3) uint8 shown now
+        self._surface: pygame.Surface | None = None
+        self.explorer: Explorer | None = None
+        self._explore_seed = self.options.seed
+        self.hud_visible = True
+        self.running = False
+        self.fatal: BaseException | None = None
+        self.frames_drawn = 0
+        self._early_keys: collections.deque[str] = collections.deque()
+        self._resets_pending = 0
+        self._failed_prompts = 0
+        self._last_repeat = 0.0
+        self.writer = FileWriter(self._output_dir)
+        self.message, self._message_colour, self._message_until = "", hud.TEXT, 0.0
+        self.screen: pygame.Surface | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> "App":
+        side = 64 * max(1, self.options.scale)  # sized for 64x64 worlds; others scale to fit
+        self.screen = open_window((side + hud.PANEL_WIDTH, max(side, 480)), f"genie-play - {self.options.world_name}")
+        self.font = pygame.font.Font(None, 20)
+        self.big_font = pygame.font.Font(None, 30)
+        self.clock = pygame.time.Clock()
+        self.worker.start()
+        self._reset(self.prompts.current)
+        self.running = True
+        return self
+
+    def run(self, max_frames: int | None = None) -> int:
+        """The main loop; returns 0 on a clean quit. Re-raises a world that failed to load."""
+        if self.screen is None:
+            self.start()
+        try:
+            while self.tick():
+                if max_frames is not None and self.frames_drawn >= max_frames:
+                    break
+        finally:
+            self.close()
+        if self.fatal is not None:
+            raise self.fatal
+        return 0
+
+    def close(self) -> None:
+        """Stop the worker (joined), finish writing files, close the window."""
+        self.running = False
+        self.worker.stop()
+        self.writer.join()
+        if pygame.display.get_init():
+            pygame.display.quit()
+
+    def tick(self) -> bool:
+        """One frame of the UI. False once the app should quit."""
+        now = time.monotonic()
+        for event in pygame.event.get():
+            self._on_event(event, now)
+        for result in self.worker.poll():
+            self._on_result(result, now)
+        while self.writer.messages:
+            ok, text = self.writer.messages.popleft()
+            self.say(text, hud.OK if ok else hud.ERROR)
+        self._maybe_repeat(now)
+        if self.running:
+            self._draw(now)
+            pygame.display.flip()
+            self.clock.tick(self.options.redraw_hz)
+            self.frames_drawn += 1
+        return self.running
+
+    def say(self, text: str, colour: tuple = hud.TEXT) -> None:
+        self.message, self._message_colour = text, colour
+        self._message_until = time.monotonic() + self.options.message_seconds
+
+    def settled(self) -> bool:
+        """Nothing left to do: the world is loaded, every command ran and its result is shown."""
+        return (self.info is not None and self.worker.quiet and not self._early_keys
+                and not self._resets_pending and self.frame is not None)
+
+    def wait_for_files(self) -> None:
+        """Block until every GIF/PNG being written is on disk (tests, and quitting)."""
+        self.writer.join()
+
+    # ---- events ------------------------------------------------------------------------------------
+    def _on_event(self, event: pygame.event.Event, now: float) -> None:
+        if event.type == pygame.QUIT:
+            self.running = False
+        elif event.type == pygame.DROPFILE:
+            if self.explorer is not None:
+                self._close_explorer()
+            self._reset(event.file, dropped=True)
+        elif self.explorer is not None:
+            if not self.explorer.handle_event(event):
+                self._close_explorer()
+        elif event.type == pygame.KEYDOWN:
+            self._key_down(canonical_key(pygame.key.name(event.key)), now)
+        elif event.type == pygame.KEYUP:
+            self.held.release(canonical_key(pygame.key.name(event.key)))
+
+    def _action_for(self, key: str) -> int | None:
+        action = self.keymap.action_for(key)
+        if action is None and len(key) == 3 and key[0] == "[" and key[1].isdigit():
+            action = self.keymap.action_for(key[1])  # keypad digits play like the digit row
+        return action
+
+    def _key_down(self, key: str, now: float) -> None:
+        command = control_command(key)
+        if command is not None:
+            getattr(self, f"_cmd_{command}")()
+            return
+        if self.keymap is None:  # world still loading: keep the press, map it once keys are known
+            if len(self._early_keys) >= self.options.max_queued:
+                self.say(f"still loading: {self.options.max_queued} keys already waiting, '{key}' ignored", hud.ERROR)
+            else:
+                self._early_keys.append(key)
+            return
+        action = self._action_for(key)
+        if action is None:
+            return
+        self._tap(action, key)
+        self.held.press(key, action, now)
+
+    def _tap(self, action: int, key: str = "") -> None:
+        if not self.worker.submit_step(action):
+            self.say(f"{self.options.max_queued} actions already queued: '{key or action}' ignored", hud.ERROR)
+
+    def _maybe_repeat(self, now: float) -> None:
+        if self.keymap is None or self.frame is None or self.explorer is not None or not self.worker.idle:
+            return
+        action = self.held.repeat_action(now)
+        if action is None:
+            return
+        if self.options.fps_cap and now - self._last_repeat < 1.0 / self.options.fps_cap:
+            return
+        self._last_repeat = now
+        self.worker.submit_step(action)
+
+    # ---- control keys (named after keymap.CONTROL_KEYS) --------------------------------------------
+    def _cmd_quit(self) -> None:
+        self.running = False
+
+    def _cmd_rewind(self) -> None:
+        self.worker.rewind()
+
+    def _cmd_reset(self) -> None:
+        self._reset(self.prompts.current)
+
+    def _cmd_next_prompt(self) -> None:
+        if len(self.prompts.items) < 2:
+            self.say("no other prompt: give images on the command line or drop one onto the window")
+        self._reset(self.prompts.next())
+
+    def _cmd_pause(self) -> None:
+        paused = self.held.toggle_pause()
+        self.say("held-key repeat paused (Space resumes)" if paused else "held-key repeat on")
+
+    def _cmd_hud(self) -> None:
+        self.hud_visible = not self.hud_visible
+
+    def _cmd_record(self) -> None:
+        now = time.monotonic()
+        if not self.recorder.active:
+            self.recorder.start(self.frame, now, "start")
+            self.say("recording: G stops and writes the GIF", hud.REC)
+            return
+        self._save_recording(now)
+
+    def _cmd_png(self) -> None:
+        if self.frame is not None:
+            self.writer.save_png(self.frame, self.options.record_scale)
+
+    def _change_sampling(self, steps: int | None = None, temperature: float | None = None) -> None:
+        if self.info is not None:  # the worker answers with a "sampling" result (or an error)
+            self.worker.set_sampling(steps=steps, temperature=temperature)
+
+    def _cmd_fewer_steps(self) -> None:
+        self._change_sampling(steps=next_steps(self.state.steps or 25, up=False))
+
+    def _cmd_more_steps(self) -> None:
+        self._change_sampling(steps=next_steps(self.state.steps or 25, up=True))
+
+    def _cmd_cooler(self) -> None:
+        self._change_sampling(temperature=next_temperature(self.state.temperature or 1.0, up=False))
+
+    def _cmd_hotter(self) -> None:
+        self._change_sampling(temperature=next_temperature(self.state.temperature or 1.0, up=True))
+
+    def _cmd_explorer(self) -> None:
+        if self.table is None or self.frame is None:
+            self.say("the explorer opens once the first frame is ready")
+            return
+        self.held.clear()  # queued steps still run first: the explorer starts from the state after them
+        self.explorer = Explorer(self.table, self.worker.explore, self.options.explore_frames, self._explore_seed)
+
+    def _close_explorer(self) -> None:
+        if self.explorer.changed:
+            self.keymap = self.table.keymap()
+        self._explore_seed = self.explorer.seed
+        self.options.explore_frames = self.explorer.num_frames
+        self.explorer = None
+
+    def _reset(self, prompt: Any, dropped: bool = False) -> None:
+        if not dropped:  # R / O: queued steps would be thrown away by the reset anyway; say so
+            dropped_steps = self.worker.clear_pending_steps()
+            if dropped_steps:
+                self.say(f"reset: {dropped_steps} queued action(s) skipped")
+        self._resets_pending += 1
+        self.worker.reset(prompt)
+        if dropped:  # a drop may fail (not an image): queued steps keep their place before it
+            self.say(f"loading {PromptList.describe(prompt)} ...")
+
+    # ---- results -----------------------------------------------------------------------------------
+    def _on_result(self, r: Result, now: float) -> None:
+        if r.kind == "ready":
+            self._on_ready(r)
+        elif r.kind == "fatal":
+            self.fatal, self.running = r.error, False
+        elif r.kind == "frame":
+            self._on_frame(r, now)
+        elif r.kind == "sampling":
+            self.state.steps, self.state.temperature = r.sampling.get("steps"), r.sampling.get("temperature")
+            self.say(f"MaskGIT steps {self.state.steps}, temperature {self.state.temperature}")
+        elif r.kind == "explore" and self.explorer is not None:
+            self.explorer.on_result(r)
+        elif r.kind == "error":
+            self.say(r.message, hud.ERROR)
+            if r.cause == "reset":
+                self._resets_pending = max(0, self._resets_pending - 1)
+                if self.frame is None and not self._resets_pending:  # no first frame yet: try another prompt
+                    self._failed_prompts += 1
+                    if self._failed_prompts < len(self.prompts.items):
+                        self._reset(self.prompts.next())
+                    elif self._failed_prompts == len(self.prompts.items):
+                        self._reset(None)  # a plain grey frame; drop an image to play something better
+
+    def _on_ready(self, r: Result) -> None:
+        info = self.info = r.info
+        self.table = ActionLabels.load(info.world_id, info.labels, info.num_actions, self.options.config_dir,
+                                       self.options.world_name)
+        self.keymap = self.table.keymap()
+        if self.table.notice:
+            self.say(self.table.notice, hud.ERROR)
+        self.state.device = info.device_description
+        self.state.steps, self.state.temperature = info.sampling.get("steps"), info.sampling.get("temperature")
+        while self._early_keys:  # presses made while loading, in order
+            key = self._early_keys.popleft()
+            action = self._action_for(key)
+            if action is not None:
+                self._tap(action, key)
+
+    def _caption(self, r: Result) -> str:
+        if r.cause == "step" and r.action is not None:
+            return f"{r.step}: {r.action} {self.table.label(r.action)}".strip()
+        return f"{r.step}: {r.cause}"
+
+    def _on_frame(self, r: Result, now: float) -> None:
+        self.frame, self._surface = r.frame, hud.array_to_surface(r.frame)
+        self.state.step, self.state.last_action, self.state.timings = r.step, r.action, r.timings
+        self.state.last_label = self.table.label(r.action) if (r.action is not None and self.table) else ""
+        if r.cause == "step":
+            self.meter.tick(now)
+        if r.cause == "reset":
+            self._resets_pending = max(0, self._resets_pending - 1)
+            self.prompts.use(r.prompt)
+        if self.recorder.active and not self.recorder.add(r.frame, now, self._caption(r)):
+            self._save_recording(now)
+
+    # ---- files -------------------------------------------------------------------------------------
+    def _output_dir(self) -> Path:
+        if self.options.record_dir is not None:
+            return Path(self.options.record_dir)
+        from ..paths import user_pictures_dir
+
+        return user_pictures_dir()
+
+    def _save_recording(self, now: float) -> None:
+        rec = self.recorder.stop()
+        if rec is None:
+            self.say("recording stopped: no frames")
+            return
+        o = self.options
+        self.writer.save_gif(rec, now, o.record_fps, o.record_scale, o.captions)
+
+    # ---- drawing -----------------------------------------------------------------------------------
+    def _legend(self) -> list[tuple[str, str]]:
+        if self.table is None:
+            return []
+        return [(self.keymap.describe(a), self.table.display_label(a)) for a in range(self.table.num_actions)]
+
+    def _draw(self, now: float) -> None:
+        screen = self.screen = pygame.display.get_surface()
+        screen.fill(hud.BG)
+        width, height = screen.get_size()
+        if self.explorer is not None:
+            self.explorer.draw(screen, screen.get_rect(), self.font, now, self.options.smooth)
+            return
+        panel = hud.PANEL_WIDTH if (self.hud_visible and width >= 2 * hud.PANEL_WIDTH) else 0
+        area = pygame.Rect(0, 0, width - panel, height)
+        if self._surface is not None:
+            hud.blit_scaled(screen, self._surface, hud.fit_rect(self._surface.get_size(), area), self.options.smooth)
+        if self._surface is None or self._resets_pending:
+            notice = "loading the world..." if self.info is None else "preparing first frame..."
+            if self._surface is not None:
+                notice = "preparing the prompt..."
+            text = self.big_font.render(notice, True, hud.ACCENT)
+            screen.blit(text, text.get_rect(center=area.center))
+        if self.recorder.active:
+            hud.draw_rec_dot(screen, area, self.font, int(now * 2) % 2 == 0)
+        message = self.message if now < self._message_until else ""
+        if panel:
+            s = self.state
+            s.legend, s.fps, s.queued = self._legend(), self.meter.rate(now), self.worker.pending_steps
+            s.recording, s.repeat_paused = self.recorder.active, self.held.paused
+            s.rec_frames = len(self.recorder.current.frames) if self.recorder.active else 0
+            s.preparing, s.prompt = self._surface is None, PromptList.describe(self.prompts.current)
+            hud.draw_panel(screen, pygame.Rect(area.right, 0, panel, height), self.font, s, message,
+                           self._message_colour)
+        elif message:
+            hud.draw_banner(screen, area, self.font, message, self._message_colour)

@@ -1,0 +1,172 @@
+"""Keys <-> action indices, as plain data (no pygame, no torch).
+
+Keys are named the way `pygame.key.name()` names them ("1", "a", "left", "space", "[1]" for the
+keypad), so a binding can be stored in JSON, typed on the command line (`--bind 3=space`) and
+matched against a pygame event without a display. The control keys of the player are reserved and
+can never be bound to an action; every action keeps at least one key (all of them stay reachable).
+"""
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+from ..errors import BadSettingError
+
+# The player's control keys (name -> command). They are never bound to an action.
+CONTROL_KEYS: dict[str, str] = {
+    "backspace": "rewind",
+    "r": "reset",
+    "space": "pause",
+    "escape": "quit",
+    "g": "record",
+    "p": "png",
+    "h": "hud",
+    "o": "next_prompt",
+    "l": "explorer",
+    "-": "fewer_steps",
+    "=": "more_steps",
+    "[": "cooler",
+    "]": "hotter",
+}
+RESERVED_KEYS = frozenset(CONTROL_KEYS)
+
+# Named (non-character) keys a user may bind, as pygame names them.
+NAMED_KEYS = frozenset(
+    ["left", "right", "up", "down", "return", "tab", "delete", "insert", "home", "end", "page up", "page down"]
+    + [f"f{i}" for i in range(1, 13)]
+    + [f"[{c}]" for c in "0123456789+-*/."]
+) | RESERVED_KEYS
+
+# What people type -> the pygame name. Keypad Enter ("enter") and Return act as one key.
+KEY_ALIASES: dict[str, str] = {
+    "esc": "escape", "enter": "return", "spacebar": "space", "del": "delete", "ins": "insert",
+    "pgup": "page up", "pageup": "page up", "pgdn": "page down", "pagedown": "page down",
+    "minus": "-", "equals": "=", "plus": "=", "lbracket": "[", "rbracket": "]",
+    "bksp": "backspace", "back": "backspace",
+}
+for _d in ("left", "right", "up", "down"):
+    KEY_ALIASES[f"{_d} arrow"] = _d
+    KEY_ALIASES[f"arrow{_d}"] = _d
+    KEY_ALIASES[f"arrow {_d}"] = _d
+for _c in "0123456789":
+    KEY_ALIASES[f"kp{_c}"] = f"[{_c}]"
+    KEY_ALIASES[f"keypad {_c}"] = f"[{_c}]"
+    KEY_ALIASES[f"kp {_c}"] = f"[{_c}]"
+
+# Direction words in a world's default labels -> the arrow and WASD keys that should play them.
+_DIRECTION_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "left": (("left",), ("a",)),
+    "right": (("right",), ("d",)),
+    "up": (("up", "jump"), ("w",)),
+    "down": (("down", "crouch", "duck"), ("s",)),
+}
+_POSITIONAL_DIRECTIONS = ("left", "right", "up", "down")  # actions 0-3 when labels say nothing
+
+
+def canonical_key(name: str) -> str:
+    """A key name in pygame's spelling, lower case; aliases resolved. Does not validate."""
+    text = str(name).strip()
+    if len(text) == 1:
+        return text.lower()
+    text = " ".join(text.lower().replace("_", " ").split())
+    return KEY_ALIASES.get(text, text)
+
+
+def parse_key(name: str) -> str:
+    """A user-typed key name -> its canonical name; BadSettingError if it names no bindable key."""
+    key = canonical_key(name)
+    if len(key) == 1 and key in string.printable and not key.isspace():
+        return key
+    if key in NAMED_KEYS:
+        return key
+    raise BadSettingError(
+        f"unknown key {name!r}: use a letter, digit or punctuation key, or one of "
+        "left/right/up/down/return/tab/f1-f12/[0]-[9] (keypad)"
+    )
+
+
+def key_display(key: str) -> str:
+    """Short text of a key for the legend ("1", "Left", "Space", "KP1")."""
+    if len(key) == 1:
+        return key.upper()
+    if key.startswith("[") and key.endswith("]") and len(key) == 3:
+        return "KP" + key[1]
+    return key.title()
+
+
+def default_key_bindings(num_actions: int, default_labels: Sequence[str] = ()) -> list[list[str]]:
+    """The keys each action has until the user binds their own.
+
+    Digits 1-9, 0 for the first ten actions. Arrows and WASD go to the actions whose default label
+    names a direction ("left", "jump", ...); when no label does, to actions 0-3 in the order
+    left, right, up, down.
+    """
+    bindings = [[str((i + 1) % 10)] if i < 10 else [] for i in range(num_actions)]
+    labels = [str(x).lower() for x in default_labels][:num_actions]
+    matched: dict[str, int] = {}
+    for direction, (words, _) in _DIRECTION_KEYS.items():
+        hits = [i for i, lab in enumerate(labels) if any(w in lab.replace("-", " ").split() for w in words)]
+        if len(hits) == 1 and hits[0] not in matched.values():
+            matched[direction] = hits[0]
+    if not matched:
+        matched = {d: i for i, d in enumerate(_POSITIONAL_DIRECTIONS) if i < num_actions}
+    for direction, action in matched.items():
+        arrow, wasd = _DIRECTION_KEYS[direction][0][0], _DIRECTION_KEYS[direction][1][0]
+        bindings[action] += [arrow, wasd]
+    for i, keys in enumerate(bindings):  # more than ten actions: a fallback so all stay reachable
+        if not keys:
+            bindings[i] = [f"f{i - 9}"] if i - 9 <= 12 else []
+    return bindings
+
+
+def check_bindings(bindings: Sequence[Sequence[str]], num_actions: int) -> None:
+    """Raise BadSettingError unless: one key list per action, every key valid and not reserved,
+    no key on two actions, and every action has at least one key."""
+    if len(bindings) != num_actions:
+        raise BadSettingError(f"key bindings list {len(bindings)} actions; this world has {num_actions}")
+    owner: dict[str, int] = {}
+    for action, keys in enumerate(bindings):
+        if not keys:
+            raise BadSettingError(f"action {action} has no key: every action must stay reachable")
+        for key in keys:
+            if parse_key(key) != key:
+                raise BadSettingError(f"key {key!r} of action {action} is not in canonical form ({parse_key(key)!r})")
+            if key in RESERVED_KEYS:
+                raise BadSettingError(
+                    f"key {key!r} is a player control ({CONTROL_KEYS[key]}) and cannot be bound to action {action}"
+                )
+            if key in owner and owner[key] != action:
+                raise BadSettingError(f"key {key!r} is bound to both action {owner[key]} and action {action}")
+            owner[key] = action
+
+
+class KeyMap:
+    """A checked, immutable binding of keys to actions, with lookups both ways."""
+
+    def __init__(self, bindings: Sequence[Sequence[str]]):
+        check_bindings(bindings, len(bindings))
+        self.bindings: tuple[tuple[str, ...], ...] = tuple(tuple(dict.fromkeys(keys)) for keys in bindings)
+        self._action_of = {key: a for a, keys in enumerate(self.bindings) for key in keys}
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.bindings)
+
+    def action_for(self, key: str) -> int | None:
+        """The action bound to a key name (canonicalised, so "Left" and "left" agree), or None."""
+        return self._action_of.get(canonical_key(key))
+
+    def keys_for(self, action: int) -> tuple[str, ...]:
+        return self.bindings[action]
+
+    def describe(self, action: int, limit: int = 3) -> str:
+        """Keys of an action as legend text, e.g. "1/Left/A"."""
+        return "/".join(key_display(k) for k in self.bindings[action][:limit])
+
+    def as_lists(self) -> list[list[str]]:
+        return [list(keys) for keys in self.bindings]
+
+
+def control_command(key: str) -> str | None:
+    """The player command of a control key name ("rewind", "quit", ...), or None."""
+    return CONTROL_KEYS.get(canonical_key(key))

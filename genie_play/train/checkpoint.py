@@ -1,0 +1,278 @@
+"""Training checkpoints: one safetensors file per run folder, written atomically, never pickled.
+
+Layout of `RUN/checkpoint.safetensors` (the previous one is kept as `checkpoint.prev.safetensors`):
+
+tensors
+    model.<name>              the module's state dict (parameters and buffers, fp32 master weights),
+                              names without torch.compile's `_orig_mod.` or DDP's `module.`
+    optim.<i>.<key>           AdamW state of parameter i (exp_avg, exp_avg_sq, step)
+    rng.<rank>.torch_cpu      torch CPU generator state of each rank (uint8)
+    rng.<rank>.torch_cuda     the CUDA generator state of each rank, when on CUDA (uint8)
+metadata (string -> string; every value but `format` is JSON)
+    format                    "genie-play-checkpoint/1"
+    step                      completed optimiser steps (= the next step to run; the data position)
+    train_config, extra_state resolved TrainConfig; the JSON dict the caller passed (model config, data)
+    optim                     parameter names in optimiser order, param_groups, non-tensor state
+    schedule                  the lr schedule's settings and the lr of the last step
+    rng_host                  per rank: python `random` and numpy global RNG states
+    world_size, module, torch_version, saved_at
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import struct
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+
+FORMAT = "genie-play-checkpoint/1"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+PREV_NAME = "checkpoint.prev.safetensors"
+_TMP_PREFIX = ".checkpoint.tmp."
+
+SaveFile = Callable[..., None]  # safetensors.torch.save_file(tensors, filename, metadata=...)
+
+
+def strip_wrapper_prefixes(name: str) -> str:
+    """'module._orig_mod.enc._orig_mod.w' -> 'enc.w' (DDP and torch.compile wrappers)."""
+    if name.startswith("module."):
+        name = name[len("module."):]
+    return name.replace("_orig_mod.", "")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # Windows cannot open directories; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _cpu_unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors with no two sharing memory (safetensors refuses shared storage,
+    e.g. tied weights)."""
+    out, seen = {}, set()
+    for name, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else None
+        if key is not None and key in seen:
+            t = t.clone()
+        elif key is not None:
+            seen.add(key)
+        out[name] = t
+    return out
+
+
+def write_checkpoint(run_dir: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                     save: SaveFile = save_file) -> Path:
+    """Write `run_dir/checkpoint.safetensors` atomically and keep the one before as `.prev`.
+
+    The new file is complete and fsynced under a temporary name before anything is renamed, so a
+    crash or a full disk at any moment leaves at least one good checkpoint. `save` is the function
+    that writes the file (tests pass one that fails like a full disk).
+    """
+    run_dir = Path(run_dir)
+    latest, prev = run_dir / CHECKPOINT_NAME, run_dir / PREV_NAME
+    tmp = run_dir / f"{_TMP_PREFIX}{os.getpid()}.safetensors"
+    metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save(_cpu_unshared(tensors), str(tmp), metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if latest.exists():
+            os.replace(latest, prev)  # latest -> prev first: at every instant one good file exists
+        os.replace(tmp, latest)
+        _fsync_dir(run_dir)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        reason = err.strerror or str(err)
+        raise CheckpointError(
+            f"could not write checkpoint {latest}: {reason}; free disk space or use another run folder "
+            f"(earlier checkpoints in {run_dir} are intact)"
+        ) from err
+    return latest
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """The safetensors JSON header of `path`; raises if the file is short, garbled or truncated."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("file too short")
+        (size,) = struct.unpack("<Q", head)
+        if size > 100_000_000:
+            raise ValueError("header length out of range")
+        raw = f.read(size)
+    if len(raw) != size:
+        raise ValueError("truncated header")
+    header = json.loads(raw)
+    data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if path.stat().st_size < 8 + size + data_end:
+        raise ValueError("truncated tensor data")
+    return header
+
+
+def _parse_meta(header: dict[str, Any]) -> dict[str, Any]:
+    metadata = header.get("__metadata__") or {}
+    fmt = metadata.get("format", "")
+    kind, _, major = fmt.partition("/")
+    if kind != FORMAT.split("/")[0]:
+        raise ValueError(f"not a genie-play checkpoint (format {fmt!r})")
+    if major.split(".")[0] != FORMAT.split("/")[1]:
+        raise ValueError(f"checkpoint format {fmt!r} comes from another genie-play version")
+    meta = {k: json.loads(v) for k, v in metadata.items() if k != "format"}
+    meta["format"] = fmt
+    if not isinstance(meta.get("step"), int):
+        raise ValueError("no step in metadata")
+    return meta
+
+
+def _candidates(run_dir: Path) -> list[Path]:
+    return [p for p in (Path(run_dir) / CHECKPOINT_NAME, Path(run_dir) / PREV_NAME) if p.exists()]
+
+
+def read_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path] | None:
+    """(tensors, meta, path) of the newest readable checkpoint in `run_dir`, or None if there is none.
+
+    A corrupt or truncated latest file falls back to `checkpoint.prev.safetensors` with a warning;
+    if every file present is unreadable, raises CheckpointError.
+    """
+    candidates = _candidates(run_dir)
+    if not candidates:
+        return None
+    problems = []
+    for path in candidates:
+        try:
+            meta = _parse_meta(_read_header(path))
+            tensors = load_file(str(path), device="cpu")  # checks the file covers every tensor
+        except Exception as err:  # safetensors raises its own error type; anything means unusable
+            problems.append(f"{path.name}: {err}")
+            continue
+        if problems:
+            warnings.warn(f"checkpoint {problems[0]} is unreadable; resuming from {path.name} instead", stacklevel=2)
+        return tensors, meta, path
+    raise CheckpointError(
+        f"no readable checkpoint in {run_dir} ({'; '.join(problems)}); delete the folder or use another run folder"
+    )
+
+
+def read_checkpoint_meta(run_dir: Path) -> dict[str, Any] | None:
+    """The metadata of the newest readable checkpoint (header only: cheap), or None if there is none."""
+    for path in _candidates(run_dir):
+        try:
+            return _parse_meta(_read_header(path))
+        except Exception:
+            continue
+    return None
+
+
+def load_checkpoint_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(model state dict, meta) of the newest good checkpoint in `run_dir`, for exporting a world.
+
+    The state dict's names are the module's own (no `model.` prefix, no wrapper prefixes); meta
+    holds step, train_config, extra_state (whatever the training command passed, e.g. the model config).
+    """
+    found = read_checkpoint(Path(run_dir))
+    if found is None:
+        raise CheckpointError(f"no checkpoint in {run_dir}: train first (genie-play train ...) or check the folder name")
+    tensors, meta, _ = found
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    return state, meta
+
+
+def stale_temp_files(run_dir: Path) -> list[Path]:
+    """Temporary files a killed writer left behind (safe to delete: never read)."""
+    return sorted(Path(run_dir).glob(f"{_TMP_PREFIX}*"))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to `path` via a temporary file in the same folder (flush, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write {path}: {err.strerror or err}; free disk space or use another run folder") from err
+
+
+# ----- training state <-> checkpoint tensors --------------------------------------------------------
+def model_and_optimizer_tensors(module: nn.Module, optimizer: torch.optim.Optimizer,
+                                param_names: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors `model.*` and `optim.<i>.<key>`, JSON-able `optim` metadata) of a training state."""
+    tensors = {f"model.{strip_wrapper_prefixes(k)}": v for k, v in module.state_dict().items()}
+    osd = optimizer.state_dict()
+    non_tensor: dict[str, dict[str, Any]] = {}
+    for index, per_param in osd["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                non_tensor.setdefault(str(index), {})[key] = value
+    groups = [{k: (float(v) if torch.is_tensor(v) else v) for k, v in g.items()} for g in osd["param_groups"]]
+    return tensors, {"param_names": param_names, "param_groups": groups, "non_tensor_state": non_tensor}
+
+
+def restore_model_and_optimizer(module: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
+                                tensors: dict[str, torch.Tensor], optim: dict[str, Any], path: Path) -> None:
+    """Load `model_and_optimizer_tensors` output back; CheckpointError if it belongs to another model."""
+    own = {strip_wrapper_prefixes(k): k for k in module.state_dict()}
+    saved = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} holds a different model ({len(missing)} missing tensors, {len(unexpected)} unexpected, e.g. "
+            f"{(missing + unexpected)[0]!r}); use the run's model settings or a new run folder")
+    try:
+        module.load_state_dict({own[k]: v for k, v in saved.items()}, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not fit this model ({str(err).splitlines()[-1].strip()}); "
+                              "use the run's model settings or a new run folder") from None
+    if optim["param_names"] != param_names:
+        raise CheckpointError(f"{path}: the optimiser's parameters differ from this model's; use the run's settings or a new run folder")
+    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in optim.get("non_tensor_state", {}).items()}
+    for name, t in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = t
+    groups = []
+    for saved_group, live in zip(optim["param_groups"], optimizer.param_groups):
+        groups.append({k: (tuple(v) if isinstance(live.get(k), tuple) else v) for k, v in saved_group.items()})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: optimiser state does not fit ({err}); use the run's settings or a new run folder") from None
+
+
+def host_rng_state() -> dict[str, Any]:
+    """Python `random` and numpy global RNG states, JSON-able."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached]}
+
+
+def set_host_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))

@@ -1,0 +1,447 @@
+"""The shared training loop that drives both training stages (tokenizer; LAM + dynamics).
+
+A stage is an `nn.Module` with this contract (see `TrainModule`)::
+
+    forward(frames (B, T, H, W, 3) uint8 on the device, step: int) -> (scalar fp32 loss, {name: 0-dim tensor})
+    write_pictures(frames, path: Path) -> None          # rank 0 only, under no_grad, in eval mode
+    param_groups() -> list[dict] | None                 # optional; default: `default_param_groups`
+    tokens_per_frame: int                               # optional attribute; enables tokens/s in the log
+    ddp_find_unused_parameters: bool                    # optional attribute (default False)
+
+`Trainer(module, dataset, cfg, run_dir, device, extra_state).run()` trains it with bf16 autocast
+(fp32 master weights), AdamW with linear warmup + cosine decay, gradient clipping and accumulation,
+DistributedDataParallel under torchrun, checkpoints that resume bit-exactly (checkpoint.py), a
+progress bar, `metrics.jsonl` and sample pictures. Running the same command again resumes.
+
+The dataset is duck-typed: `len(ds)`, `ds[i] -> np.ndarray (T, H, W, 3) uint8` and
+`ds.sample_indices(n, seed, step, rank, world_size) -> np.ndarray` (a pure function of its arguments,
+so the data position after a resume is simply the step).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from .. import devices
+from ..errors import BadDataError, BadSettingError, CheckpointError
+from . import distributed as dist_utils
+from .checkpoint import (CHECKPOINT_NAME, host_rng_state, load_checkpoint_weights, model_and_optimizer_tensors,
+                         read_checkpoint, read_checkpoint_meta, restore_model_and_optimizer, set_host_rng_state,
+                         stale_temp_files, strip_wrapper_prefixes, write_checkpoint, write_json_atomic)
+from .distributed import init_distributed, is_main, shutdown_distributed
+from .overrides import apply_overrides, config_from_dict, config_to_dict
+from .prefetch import BatchLoader
+
+__all__ = [
+    "TrainConfig", "TrainModule", "Trainer", "lr_at", "default_param_groups", "apply_overrides",
+    "config_to_dict", "config_from_dict", "init_distributed", "shutdown_distributed", "is_main",
+    "load_checkpoint_weights", "read_checkpoint_meta",
+]
+
+
+class TrainModule(Protocol):
+    def __call__(self, frames: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+    def write_pictures(self, frames: torch.Tensor, path: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 10_000                  # optimiser steps in total (a resumed run continues to this)
+    batch_size: int = 8                  # clips per micro-batch per process
+    clip_len: int = 16                   # frames per clip (the dataset must yield this T)
+    lr: float = 3e-4                     # peak learning rate
+    min_lr_ratio: float = 0.1            # cosine decays to min_lr_ratio * lr
+    warmup_steps: int = 1_000            # linear warmup from lr / warmup_steps
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.9)   # as in the Genie paper
+    grad_clip: float = 1.0               # max global grad norm; 0 = no clipping (norm still logged)
+    grad_accum: int = 1                  # micro-batches per step: batch = batch_size * grad_accum * processes
+    precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 on CUDA and on CPUs with bf16
+    seed: int = 0
+    log_every: int = 10                  # steps between metrics.jsonl lines
+    checkpoint_every: int = 500          # steps between checkpoints (also at the end and on Ctrl-C)
+    picture_every: int = 500             # steps between sample pictures; 0 = never
+    num_workers: int = 1                 # data loading threads (0 = load in the training thread)
+    compile: bool = False                # torch.compile the forward (slow first step)
+
+    def validate(self) -> None:
+        positive = ("steps", "batch_size", "clip_len", "grad_accum", "log_every", "checkpoint_every")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise BadSettingError(f"setting {key}={getattr(self, key)} must be at least 1")
+        for key in ("warmup_steps", "picture_every", "num_workers"):
+            if getattr(self, key) < 0:
+                raise BadSettingError(f"setting {key}={getattr(self, key)} must be 0 or more")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise BadSettingError(f"setting lr={self.lr} must be a positive number, e.g. lr=3e-4")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise BadSettingError(f"setting min_lr_ratio={self.min_lr_ratio} must be between 0 and 1")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise BadSettingError("settings weight_decay and grad_clip must be 0 or more")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise BadSettingError(f"setting betas={self.betas} must be two numbers in [0, 1), e.g. betas=0.9,0.9")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise BadSettingError(f"setting precision={self.precision!r}: use auto, bf16 or fp32")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of step `step` (0-based): linear warmup, then cosine down to min_lr_ratio * lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    low = cfg.lr * cfg.min_lr_ratio
+    return low + (cfg.lr - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+_NO_DECAY_NAME_PARTS = ("codebook", "pos_emb", "position")
+
+
+def default_param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: no decay for biases, norms (ndim < 2), nn.Embedding weights,
+    codebooks and position embeddings (names containing 'codebook', 'pos_emb' or 'position')."""
+    embedding_ids = {id(m.weight) for m in module.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or id(p) in embedding_ids or any(s in name.lower() for s in _NO_DECAY_NAME_PARTS)
+        (no_decay if skip else decay).append(p)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def _make_adamw(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    kwargs: dict[str, Any] = dict(lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    try:  # one fused kernel per step on CUDA and (torch >= 2.4) on CPU
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; infinity for a half-written or foreign line (dropped)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def _say(text: str) -> None:
+    if is_main():
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+
+class Trainer:
+    """Trains `module` on `dataset` into `run_dir`; resumes from the checkpoint found there.
+
+    After construction, `start_step` is the step training continues from (0 for a new run) and
+    `resumed_from` the checkpoint path (or None). After `run()`, `interrupted` says whether a
+    Ctrl-C / SIGTERM stopped it early (a checkpoint was saved either way).
+    """
+
+    def __init__(self, module: nn.Module, dataset: Any, cfg: TrainConfig, run_dir: Path,
+                 device: torch.device | str, extra_state: dict | None = None) -> None:
+        cfg.validate()
+        self.cfg, self.dataset, self.run_dir = cfg, dataset, Path(run_dir)
+        self.extra_state = json.loads(json.dumps(extra_state or {}))  # must be JSON-able; keep a copy
+        self.rank, self.world_size, _ = init_distributed()
+        self.device = dist_utils.device_for_rank(devices.resolve_device(device))
+        self.module = module.to(self.device)
+        self.amp_dtype = devices.autocast_dtype(self.device, cfg.precision)
+        # fp16 (CUDA GPUs without bf16 only) needs loss scaling; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        if len(dataset) == 0:
+            raise BadDataError("the training dataset holds no clips; import more video or lower clip_len")
+
+        custom = getattr(module, "param_groups", None)
+        groups = (custom() if callable(custom) else None) or default_param_groups(module, cfg.weight_decay)
+        names = {id(p): n for n, p in module.named_parameters()}
+        self.param_names = [strip_wrapper_prefixes(names[id(p)]) for g in groups for p in g["params"]]
+        self.optimizer = _make_adamw(groups, cfg)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+
+        self.interrupted = False
+        self.save_file = save_file  # writes the safetensors file; tests swap in one that fails like a full disk
+        self._stop_signal: int | None = None
+        self._stop_time = 0.0
+        self._skipped_in_a_row = 0
+        self.resumed_from: Path | None = None
+        self.start_step = self._resume()
+
+        self._ddp: nn.parallel.DistributedDataParallel | None = None
+        forward: nn.Module = module
+        if self.world_size > 1:  # buffers (e.g. VQ usage counts) follow rank 0 at each forward: DDP's default
+            self._ddp = nn.parallel.DistributedDataParallel(
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(getattr(module, "ddp_find_unused_parameters", False)))
+            forward = self._ddp
+        self.forward_module = torch.compile(forward) if cfg.compile else forward
+
+        if is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in stale_temp_files(self.run_dir):
+                stale.unlink(missing_ok=True)
+            write_json_atomic(self.run_dir / "config.json", {
+                "train": config_to_dict(cfg), "extra_state": self.extra_state, "module": type(module).__name__,
+                "world_size": self.world_size, "device": devices.describe(self.device, self.amp_dtype),
+                "start_step": self.start_step})
+            self._trim_metrics(self.start_step)
+
+    # ----- resume -------------------------------------------------------------------------------
+    def _resume(self) -> int:
+        """Load the run folder's checkpoint (rank 0 reads, all ranks receive it) or seed a new run."""
+        found, error = None, None
+        if is_main():
+            try:
+                found = read_checkpoint(self.run_dir)
+            except CheckpointError as err:
+                error = str(err)
+        header = dist_utils.broadcast_json({"error": error, "meta": found[1] if found else None,
+                                            "path": str(found[2]) if found else None})
+        if header["error"]:
+            raise CheckpointError(header["error"])
+        if header["meta"] is None:
+            seed = self.cfg.seed + 100_003 * self.rank  # ranks draw different masks/noise
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            return 0
+        meta = header["meta"]
+        tensors = dist_utils.broadcast_tensors(found[0] if found else None)
+        self._load_state(tensors, meta, Path(header["path"]))
+        self.resumed_from = Path(header["path"])
+        now = json.loads(json.dumps(config_to_dict(self.cfg)))  # tuples as lists, like the saved JSON
+        changed = [f"{k} {v!r} -> {now[k]!r}" for k, v in meta.get("train_config", {}).items() if k in now and now[k] != v]
+        _say(f"resuming {self.run_dir} from step {meta['step']}" + (f" with changed settings: {', '.join(changed)}" if changed else ""))
+        if meta.get("extra_state", {}) != self.extra_state:
+            _say("warning: the model/data settings differ from the checkpoint's (extra_state); continuing with the new ones")
+        return int(meta["step"])
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path) -> None:
+        restore_model_and_optimizer(self.module, self.optimizer, self.param_names, tensors, meta["optim"], path)
+        if self.scaler is not None and meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+        cpu_rng = tensors.get(f"rng.{self.rank}.torch_cpu")
+        if cpu_rng is None:  # a different number of processes than the run was started with
+            _say(f"warning: {path} has no RNG state for rank {self.rank} (world size changed); reseeding")
+            torch.manual_seed(self.cfg.seed + 100_003 * self.rank + meta["step"])
+            return
+        torch.set_rng_state(cpu_rng)
+        cuda_rng = tensors.get(f"rng.{self.rank}.torch_cuda")
+        if cuda_rng is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda_rng, self.device)
+        host = meta.get("rng_host") or []
+        if self.rank < len(host):
+            set_host_rng_state(host[self.rank])
+
+    # ----- save ---------------------------------------------------------------------------------
+    def save_checkpoint(self, step: int) -> None:
+        """Write the checkpoint of `step` completed steps. Collective: every rank must call it."""
+        cpu_states = dist_utils.gather_bytes(torch.get_rng_state())
+        cuda_states = dist_utils.gather_bytes(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else []
+        host = json.dumps(host_rng_state()).encode()
+        host_states = dist_utils.gather_bytes(torch.frombuffer(bytearray(host), dtype=torch.uint8))
+        error = None
+        if is_main():
+            tensors, optim_meta = model_and_optimizer_tensors(self.module, self.optimizer, self.param_names)
+            for r, t in enumerate(cpu_states):
+                tensors[f"rng.{r}.torch_cpu"] = t
+            for r, t in enumerate(cuda_states):
+                tensors[f"rng.{r}.torch_cuda"] = t
+            meta = {
+                "step": step, "train_config": config_to_dict(self.cfg), "extra_state": self.extra_state,
+                "optim": optim_meta,
+                "schedule": {"kind": "linear_warmup_cosine", "lr": self.cfg.lr, "warmup_steps": self.cfg.warmup_steps,
+                             "min_lr_ratio": self.cfg.min_lr_ratio, "steps": self.cfg.steps,
+                             "last_lr": lr_at(max(0, step - 1), self.cfg)},
+                "rng_host": [json.loads(bytes(t.numpy()).decode()) for t in host_states],
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "world_size": self.world_size, "module": type(self.module).__name__,
+                "torch_version": torch.__version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            try:
+                write_checkpoint(self.run_dir, tensors, meta, save=self.save_file)
+            except CheckpointError as err:
+                error = str(err)
+        error = dist_utils.broadcast_json(error)  # every rank stops on a failed write, none hangs
+        if error:
+            raise CheckpointError(error)
+
+    # ----- the loop -----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Train from `start_step` to `cfg.steps`, then save. Ctrl-C / SIGTERM: finish the step, save, return."""
+        cfg = self.cfg
+        if self.start_step >= cfg.steps:
+            _say(f"{self.run_dir} already finished {self.start_step} steps; raise steps=N to train longer")
+            return
+        from tqdm import tqdm
+
+        loader = BatchLoader(self.dataset, cfg, self.rank, self.world_size, self.device)
+        previous_handlers = self._install_signal_handlers()
+        bar = tqdm(total=cfg.steps, initial=self.start_step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not is_main(), file=sys.stderr, mininterval=1.0)
+        metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") if is_main() else None
+        frames_per_step = cfg.batch_size * cfg.grad_accum * cfg.clip_len * self.world_size
+        tokens_per_frame = getattr(self.module, "tokens_per_frame", None)
+        step, saved_step = self.start_step, self.start_step
+        window_start, window_steps, run_start = time.perf_counter(), 0, time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        throughput = ""
+        try:
+            loader.prefetch(step)
+            while step < cfg.steps:
+                micro_batches = loader.get(step)
+                loader.prefetch(step + 1)  # loads while this step computes
+                stats = self._train_step(micro_batches, step)
+                step += 1
+                window_steps += 1
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if is_main():
+                    bar.update(1)
+                    bar.set_postfix_str(f"loss {float(stats['loss']):.4f} lr {lr_at(step - 1, cfg):.2e}{throughput}", refresh=False)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    names = sorted(sums)
+                    means = dist_utils.mean_over_ranks(torch.stack([sums[k].detach().float().cpu() for k in names]) / window_steps)
+                    seconds = time.perf_counter() - window_start
+                    record: dict[str, Any] = {"step": step, "lr": lr_at(step - 1, cfg)}
+                    record.update({k: float(v) for k, v in zip(names, means.tolist())})
+                    record["frames_per_s"] = frames_per_step * window_steps / seconds
+                    if tokens_per_frame:
+                        record["tokens_per_s"] = record["frames_per_s"] * tokens_per_frame
+                    record["elapsed_s"] = time.perf_counter() - run_start
+                    throughput = (f" {record['tokens_per_s']:,.0f} tok/s" if tokens_per_frame else f" {record['frames_per_s']:,.1f} frames/s")
+                    if metrics_file is not None:
+                        metrics_file.write(json.dumps(record) + "\n")
+                        metrics_file.flush()
+                    sums, window_start, window_steps = {}, time.perf_counter(), 0
+                if is_main() and cfg.picture_every and (step % cfg.picture_every == 0 or step == cfg.steps):
+                    self._write_pictures(step)
+                stop = dist_utils.any_rank(self._stop_signal is not None)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+                    self.save_checkpoint(step)
+                    saved_step = step
+                if stop:
+                    self.interrupted = True
+                    break
+        finally:
+            bar.close()
+            loader.close()
+            if metrics_file is not None:
+                metrics_file.close()
+            self._restore_signal_handlers(previous_handlers)
+        where = self.run_dir / CHECKPOINT_NAME
+        if self.interrupted:
+            _say(f"interrupted: saved step {saved_step} to {where}; run the same command again to resume")
+        else:
+            _say(f"done: {step} steps; checkpoint {where}")
+
+    def _train_step(self, micro_batches: list[torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        """One optimiser step over the micro-batches; returns loss, grad_norm and the module's metrics."""
+        cfg = self.cfg
+        self.module.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.device)
+        metric_sums: dict[str, torch.Tensor] = {}
+        for i, frames in enumerate(micro_batches):
+            # DDP all-reduces gradients in backward: only on the last micro-batch of the step.
+            sync = self._ddp.no_sync() if self._ddp is not None and i < len(micro_batches) - 1 else contextlib.nullcontext()
+            with sync:
+                with devices.autocast(self.device, self.amp_dtype):
+                    loss, metrics = self.forward_module(frames, step)
+                loss = loss.float()  # the loss and its scaling stay fp32 under autocast
+                scaled = loss / len(micro_batches)
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            loss_sum += loss.detach()
+            for k, v in metrics.items():
+                metric_sums[k] = metric_sums.get(k, 0.0) + v.detach().float().mean()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        lr = lr_at(step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        if self.scaler is not None:  # skips non-finite steps itself and adapts the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif bool(torch.isfinite(grad_norm)):
+            self.optimizer.step()
+            self._skipped_in_a_row = 0
+        else:  # identical on all ranks: the norm is computed from all-reduced gradients
+            self._skipped_in_a_row += 1
+            _say(f"warning: step {step}: gradient norm is {float(grad_norm)}; step skipped")
+            if self._skipped_in_a_row >= 20:
+                raise BadSettingError(f"training diverged: 20 steps in a row with non-finite gradients at step {step}; "
+                                      "resume with a lower lr=... or precision=fp32")
+        n = len(micro_batches)
+        return {"loss": loss_sum / n, "grad_norm": grad_norm.detach().float(), **{k: v / n for k, v in metric_sums.items()}}
+
+    def _write_pictures(self, step: int) -> None:
+        """module.write_pictures on a fixed set of clips, without disturbing the training RNG."""
+        if not hasattr(self, "_picture_frames"):
+            count = min(4, len(self.dataset), self.cfg.batch_size)
+            picks = np.linspace(0, len(self.dataset) - 1, count).round().astype(int)
+            self._picture_frames = torch.from_numpy(np.stack([self.dataset[int(i)] for i in picks])).to(self.device)
+        path = self.run_dir / "pictures" / f"step_{step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        was_training = self.module.training
+        try:
+            with torch.random.fork_rng(devices=cuda), torch.no_grad():
+                self.module.eval()
+                self.module.write_pictures(self._picture_frames, path)
+        except Exception as err:  # a broken picture must not end a long run; say so and go on
+            _say(f"warning: could not write {path}: {type(err).__name__}: {err}")
+        finally:
+            self.module.train(was_training)
+
+    # ----- signals ------------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, self._on_signal)
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self._stop_signal is not None:
+            # A second Ctrl-C stops at once, without saving. torchrun re-sends the terminal's
+            # SIGINT to its workers within milliseconds: that repeat is not a second Ctrl-C.
+            if now - self._stop_time > 1.0:
+                raise KeyboardInterrupt
+            return
+        self._stop_signal, self._stop_time = signum, now
+        _say(f"{signal.Signals(signum).name}: finishing this step and saving a checkpoint (again to abort without saving)")
+
+    # ----- files --------------------------------------------------------------------------------
+    def _trim_metrics(self, step: int) -> None:
+        """Drop metrics lines after `step` (written by a run killed after its last checkpoint)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if _logged_step(line) <= step]
+        if len(kept) != len(lines):
+            tmp = path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            tmp.replace(path)
