@@ -72,27 +72,40 @@ class VectorQuantizer(nn.Module):
         self.idle_steps.add_(1).masked_fill_(counts > 0, 0)
 
     @torch.no_grad()
-    def restart_dead_codes(self, step: int) -> int:
-        """Replace codes idle for `dead_after` steps by perturbed copies of used codes.
+    def restart_dead_codes(self, step: int, candidates: torch.Tensor | None = None) -> int:
+        """Replace codes idle for `dead_after` steps, and every code at step 0 (data-dependent init).
 
-        Deterministic given the codebook, the statistics and `step`, so all DDP ranks do the same.
+        With `candidates` (M, code_dim) (this batch's encoder outputs) a dead code moves onto a
+        random candidate, i.e. to where the data is; without, onto a perturbed copy of a used code.
+        Choices are seeded by `step` and, under DDP, broadcast from rank 0, so all ranks agree.
         Returns the number of codes restarted.
         """
         if self.cfg.dead_after <= 0:
             return 0
+        if step == 0 and int(self.restarts) == 0:
+            self.idle_steps.fill_(self.cfg.dead_after)
         dead = (self.idle_steps >= self.cfg.dead_after).nonzero().flatten()
         alive = (self.idle_steps < self.cfg.dead_after).nonzero().flatten()
-        if dead.numel() == 0 or alive.numel() == 0:
+        if dead.numel() == 0:
             return 0
         gen = torch.Generator(device="cpu").manual_seed(1_000_003 * step + 17)
-        # Prefer copying the most used codes: they are the ones that should split.
-        weights = self.usage[alive].float().cpu().clamp(min=1e-6)
-        src = alive[torch.multinomial(weights, dead.numel(), replacement=True, generator=gen).to(alive.device)]
-        noise = torch.randn(dead.numel(), self.cfg.code_dim, generator=gen).to(self.codebook.device)
-        base = self.codes()[src]
-        self.codebook.data[dead] = F.normalize(base + self.cfg.restart_noise * noise, dim=-1)
+        if candidates is not None and candidates.numel() > 0:
+            pool = F.normalize(candidates.detach().float().reshape(-1, self.cfg.code_dim), dim=-1)
+            pick = torch.randint(0, pool.shape[0], (dead.numel(),), generator=gen).to(pool.device)
+            noise = torch.randn(dead.numel(), self.cfg.code_dim, generator=gen).to(pool.device)
+            new = F.normalize(pool[pick] + 0.01 * noise, dim=-1).to(self.codebook.dtype)
+            if dist.is_available() and dist.is_initialized():
+                dist.broadcast(new, src=0)  # candidates differ between ranks; rank 0 decides
+        elif alive.numel() > 0:
+            weights = self.usage[alive].float().cpu().clamp(min=1e-6)
+            src = alive[torch.multinomial(weights, dead.numel(), replacement=True, generator=gen).to(alive.device)]
+            noise = torch.randn(dead.numel(), self.cfg.code_dim, generator=gen).to(self.codebook.device)
+            new = F.normalize(self.codes()[src] + self.cfg.restart_noise * noise, dim=-1)
+        else:
+            return 0
+        self.codebook.data[dead] = new.to(self.codebook.device)
         self.idle_steps[dead] = 0
-        self.usage[dead] = self.usage[src] / 2
+        self.usage[dead] = 1.0 / self.cfg.num_codes
         self.restarts.add_(dead.numel())
         return int(dead.numel())
 

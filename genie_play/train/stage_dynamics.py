@@ -75,7 +75,7 @@ class DynamicsTrainer(nn.Module):
         ce = F.cross_entropy(logits[masked].float(), tokens[masked])
         loss = ce + lc.lam_weight * (lam_mse + lam_vq)
 
-        restarted = self.lam.vq.restart_dead_codes(step) if self.training else 0
+        restarted = self.lam.vq.restart_dead_codes(step, act.z_e) if self.training else 0
         with torch.no_grad():
             acc = (logits[masked].argmax(-1) == tokens[masked]).float().mean()
         metrics = {

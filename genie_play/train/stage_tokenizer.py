@@ -36,7 +36,7 @@ class TokenizerTrainer(nn.Module):
         codebook = F.mse_loss(q.z_q, q.z_e.detach())
         commit = F.mse_loss(q.z_e, q.z_q.detach())
         loss = mse + codebook + self.beta * commit
-        restarted = self.tokenizer.vq.restart_dead_codes(step) if self.training else 0
+        restarted = self.tokenizer.vq.restart_dead_codes(step, q.z_e) if self.training else 0
         metrics = {
             "mse": mse.detach(),
             "psnr": psnr_from_mse(mse.detach()),
