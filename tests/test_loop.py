@@ -51,7 +51,7 @@ def make_trainer(run_dir: Path, module: torch.nn.Module | None = None, **kw) -> 
     return Trainer(module, SpriteClips(), small_cfg(**kw), run_dir, "cpu", extra_state={"model": "toy"})
 
 
-def run_toy(run_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_toy(run_dir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, str(TOY), "--run-dir", str(run_dir), *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
@@ -298,7 +298,7 @@ def test_sigterm_finishes_the_step_and_saves(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is handler_before  # handlers restored after run()
 
 
-def wait_for_metrics(run_dir: Path, lines: int, proc: subprocess.Popen, seconds: float = 60) -> None:
+def wait_for_metrics(run_dir: Path, lines: int, proc: subprocess.Popen, seconds: float = 300) -> None:
     metrics, deadline = run_dir / "metrics.jsonl", time.monotonic() + seconds
     while not (metrics.exists() and metrics.read_text().count("\n") >= lines):
         assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
@@ -316,7 +316,7 @@ def test_torchrun_two_processes_ctrl_c_resume_identical_params_one_checkpoint(tm
     try:
         wait_for_metrics(run_dir, 3, proc)
         os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -324,7 +324,7 @@ def test_torchrun_two_processes_ctrl_c_resume_identical_params_one_checkpoint(tm
     step = read_checkpoint_meta(run_dir)["step"]
     assert 3 <= step < 400 and err.count(f"interrupted: saved step {step}") == 1  # only rank 0 prints
     # Resume under torchrun to step+2 and finish normally.
-    done = subprocess.run([*cmd, f"steps={step + 2}"], capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run([*cmd, f"steps={step + 2}"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 0 finished interrupted=False" in done.stdout and "rank 1 finished interrupted=False" in done.stdout
     assert f"from step {step}" in done.stderr and done.stderr.count(f"done: {step + 2} steps") == 1
