@@ -20,7 +20,8 @@ PLAY_PID=$!
 
 WIN=""
 for _ in $(seq 1 120); do  # wait for the window (the world loads on the worker thread)
-  WIN="$(xdotool search --name 'genie-play' 2>/dev/null | head -n 1 || true)"
+  # xdotool search --name misses pygame's window under Xvfb; xwininfo finds it by title.
+  WIN="$(xwininfo -root -tree 2>/dev/null | awk '/"genie-play/ {print $1; exit}')"
   [ -n "$WIN" ] && break
   sleep 0.5
 done
@@ -32,7 +33,9 @@ press g 1                     # start recording
 for k in 2 2 2 1 1 3 2 2; do  # a few actions; each frame may take seconds on a CPU
   press "$k"
 done
-import -window root docs/player.png
+import -window root "$OUT_DIR/root.png"
+geometry="$(xwininfo -id "$WIN" | awk '/Absolute upper-left X/ {x=$NF} /Absolute upper-left Y/ {y=$NF} /Width/ {w=$NF} /Height/ {h=$NF} END {print w "x" h "+" x "+" y}')"
+convert "$OUT_DIR/root.png" -crop "$geometry" +repage docs/player.png
 press g 3                     # stop: the GIF is written into $OUT_DIR
 press Escape 2
 wait "$PLAY_PID" || true
