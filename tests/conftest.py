@@ -52,3 +52,13 @@ def prompt_image():
     img[8:, :, 1] = 180
     img[4:8, 4:8] = rng.integers(0, 255, (4, 4, 3))
     return img
+
+
+@pytest.fixture
+def prompt_path(tmp_path, prompt_image):
+    """The prompt image saved as a PNG file."""
+    from PIL import Image
+
+    path = tmp_path / "prompt.png"
+    Image.fromarray(prompt_image).save(path)
+    return path

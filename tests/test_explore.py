@@ -27,13 +27,6 @@ def load(path):
 
 
 @pytest.fixture
-def prompt_path(tmp_path, prompt_image):
-    path = tmp_path / "prompt.png"
-    Image.fromarray(prompt_image).save(path)
-    return path
-
-
-@pytest.fixture
 def app(tiny_world_path, prompt_path, tmp_path):
     options = PlayOptions(world_name="tiny", seed=SEED, explore_frames=FRAMES, config_dir=tmp_path / "config")
     app = App(lambda: load(tiny_world_path), [prompt_path], options).start()

@@ -59,13 +59,6 @@ def load(path):
 
 
 @pytest.fixture
-def prompt_path(tmp_path, prompt_image):
-    path = tmp_path / "prompt.png"
-    Image.fromarray(prompt_image).save(path)
-    return path
-
-
-@pytest.fixture
 def make_app(tiny_world_path, prompt_path, tmp_path):
     apps = []
 
