@@ -72,6 +72,8 @@ class World:
         self._sampling = {"steps": 25, "temperature": 1.0}
         self._generator = torch.Generator(device="cpu").manual_seed(0)
         self._state: WorldState | None = None
+        self._sample_ms = 0.0  # MaskGIT time of the frame being generated
+        self._timings: dict[str, float] = {}
         self.last_timings: dict[str, float] = {"encode": 0.0, "dynamics": 0.0, "decode": 0.0}
 
     # -- construction ------------------------------------------------------------------------------
@@ -302,7 +304,7 @@ class World:
             lambda tok: self.dynamics.step(tok, codes, ctx)[0], masked, mask_id,
             steps=self._sampling["steps"], temperature=self._sampling["temperature"], generator=self._generator,
         )
-        self._sample_ms = (time.perf_counter() - t0) * 1e3
+        self._sample_ms = (time.perf_counter() - t0) * 1e3  # read by the next _advance for last_timings
         return tokens, ctx
 
     def _advance(
@@ -324,7 +326,7 @@ class World:
         decoder_kv = (state.decoder_kv + (dkv,))[-dec_window:] if dec_window > 0 else ()
         frame = to_uint8(pixels)
         t2 = time.perf_counter()
-        sample_ms = getattr(self, "_sample_ms", 0.0) if codes is not None else 0.0
+        sample_ms = self._sample_ms if codes is not None else 0.0
         self._timings = {"dynamics": sample_ms + (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3}
         return WorldState(dynamics_kv, decoder_kv, tokens, frame, position, self._generator.get_state())
 

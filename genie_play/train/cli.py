@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -138,21 +137,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_labels(path: Path) -> list[str]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise BadSettingError(f"{path}: cannot read labels ({err}); give a JSON list of 8 strings") from None
-    if isinstance(data, dict):  # a `genie-play labels --export` file
-        data = data.get("labels", data)
-        if isinstance(data, dict):
-            data = [data.get(str(i), "") for i in range(len(data))]
-    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-        raise BadSettingError(f"{path}: labels must be a JSON list of strings")
-    return data
-
-
 def export(args: argparse.Namespace) -> int:
+    from ..labels import read_label_list
     from ..world import World, build_models
     from .loop import load_checkpoint_weights
 
@@ -164,9 +150,8 @@ def export(args: argparse.Namespace) -> int:
     models = build_models(cfg)
     for name, module in models.items():
         module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
-    labels = _read_labels(args.labels) if args.labels else None
-    if labels is not None and len(labels) != cfg.dynamics.num_actions:
-        raise BadSettingError(f"{args.labels}: {len(labels)} labels for {cfg.dynamics.num_actions} actions")
+    # A JSON list of labels or a `genie-play labels --export` file; checked against the action count.
+    labels = read_label_list(args.labels, cfg.dynamics.num_actions) if args.labels else None
     card = {"run": str(args.run), "step": meta.get("step"), "data": extra.get("data"),
             "tokenizer_source": extra.get("tokenizer_source")}
     world = World(cfg, models["tokenizer"], models["dynamics"], models["lam"].action_codebook().detach(),
