@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from genie_play import World
 from genie_play.cli import main
@@ -75,6 +76,9 @@ def test_two_phases_train_export_and_evaluate(sprite_data, tmp_path, capsys):
                 "action_perplexity", "nmi_true_actions", "levels"):
         assert key in result, key
     assert result["clips"] == 6 and result["levels"][0] >= 10  # held-out episodes only
+    table = np.array(result["latent_vs_true_actions"])  # (latent, true) counts of every transition
+    assert table.shape[0] == 8 and table.sum() == 6 * 4
+    assert np.allclose(table.sum(1) / table.sum(), result["action_frequency"], atol=1e-4)
 
     # the copy baseline is computed from the very clips evaluated
     from genie_play.train.data import ClipDataset
@@ -91,3 +95,38 @@ def test_export_refuses_a_tokenizer_run(sprite_data, tmp_path):
     main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(run), "--preset", "tiny",
           "steps=2", "batch_size=2", "clip_len=2", "num_workers=0", "picture_every=0"])
     assert main(["train", "export", str(run), "--out", str(tmp_path / "x.safetensors")]) == 2
+
+
+def test_decoder_only_run_keeps_tokens_and_upgrades_an_exported_world(sprite_data, tmp_path):
+    """A decoder-only run never changes a frame's tokens, so its decoder can be swapped into a world
+    whose dynamics were trained on those tokens; a run that changed the encoder is refused."""
+    common = ["num_workers=0", "picture_every=0", "log_every=1", "warmup_steps=2", "lr=2e-3"]
+    tok, dyn, bundle = tmp_path / "tok", tmp_path / "dyn", tmp_path / "w.safetensors"
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(tok), "--preset", "tiny",
+                 "steps=6", "batch_size=4", "clip_len=4", *common]) == 0
+    assert main(["train", "dynamics", "--data", str(sprite_data), "--run", str(dyn), "--preset", "tiny",
+                 "--tokenizer", str(tok), "steps=2", "batch_size=2", "clip_len=4", *common]) == 0
+    assert main(["train", "export", str(dyn), "--out", str(bundle)]) == 0
+
+    dec = tmp_path / "dec"
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(dec), "--preset", "tiny",
+                 "--init", str(bundle), "--decoder-only", "steps=20", "batch_size=8", "clip_len=4", *common]) == 0
+    mse = losses(dec, "mse")
+    assert np.mean(mse[-5:]) < np.mean(mse[:5]), mse
+
+    upgraded = tmp_path / "up.safetensors"
+    assert main(["train", "export", str(dyn), "--out", str(upgraded), "--decoder", str(dec)]) == 0
+    old, new = World.load(bundle, device="cpu", precision="fp32"), World.load(upgraded, device="cpu", precision="fp32")
+    from genie_play.train.data import ClipDataset
+
+    clip = torch.from_numpy(ClipDataset(sprite_data, split="heldout", clip_len=4)[0])[None]
+    assert torch.equal(old.tokenizer.encode(clip), new.tokenizer.encode(clip))  # same tokens
+    old_dec = {k: v for k, v in old.tokenizer.state_dict().items() if k.startswith("decoder.")}
+    assert any(not torch.equal(v, new.tokenizer.state_dict()[k]) for k, v in old_dec.items())  # new decoder
+
+    # a full tokenizer run from the same world changes the encoder: not a decoder upgrade for it
+    other = tmp_path / "other"
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(other), "--preset", "tiny",
+                 "--init", str(bundle), "steps=3", "batch_size=4", "clip_len=4", *common]) == 0
+    assert main(["train", "export", str(dyn), "--out", str(tmp_path / "bad.safetensors"), "--decoder", str(other)]) == 2
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..errors import GenieError
 
 
 class HeldKeys:
@@ -100,10 +103,16 @@ class Recorder:
 
 
 class FileWriter:
-    """Writes GIFs and PNGs off the UI thread (a long GIF takes ~1 s) and reports where they went."""
+    """Writes GIFs and PNGs off the UI thread (a long GIF takes ~1 s) and reports where they went.
 
-    def __init__(self, folder: Callable[[], Path]):
+    If the chosen folder cannot be written (missing permission, a file in the way, a full disk),
+    the file goes to `fallback` (a genie-play folder in the system's temp dir) instead and the
+    message says both what went wrong and where the file is: a recording is never just lost.
+    """
+
+    def __init__(self, folder: Callable[[], Path], fallback: Callable[[], Path] | None = None):
         self._folder = folder  # called at write time: the user's pictures folder may be created late
+        self._fallback = fallback or default_fallback_dir
         self._threads: list[threading.Thread] = []
         self.messages: collections.deque[tuple[bool, str]] = collections.deque()  # (ok, text)
 
@@ -111,20 +120,32 @@ class FileWriter:
         """Run job(folder) -> written path on a thread; its outcome lands in `messages`."""
 
         def run() -> None:
-            from ..errors import GenieError
-
             try:
-                folder = Path(self._folder())
-                folder.mkdir(parents=True, exist_ok=True)
-                self.messages.append((True, f"{what}: {job(folder)}"))
-            except GenieError as err:
-                self.messages.append((False, str(err)))
+                self.messages.append(self._write(job, what))
             except Exception as err:  # noqa: BLE001 -- show it; the player keeps running
                 self.messages.append((False, f"could not write the file: {type(err).__name__}: {err}"))
 
         thread = threading.Thread(target=run, name="genie-play-writer", daemon=False)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
+
+    def _write(self, job: Callable[[Path], Path], what: str) -> tuple[bool, str]:
+        folder = None
+        try:
+            folder = Path(self._folder())
+            return True, f"{what}: {job(_ready_folder(folder))}"
+        except OSError as err:  # OutputError is a GenieError; these are the folder's own errors
+            problem = f"{folder} is not writable ({_reason(err)})" if folder is not None else _reason(err)
+        except GenieError as err:
+            problem = str(err)
+        try:
+            spare = _ready_folder(Path(self._fallback()))
+            if folder is not None and spare.resolve() == folder.resolve():
+                raise OSError(problem)
+            written = job(spare)
+        except (OSError, GenieError):
+            return False, f"could not save: {problem}; choose a writable folder with --record-dir"
+        return False, f"{problem}; {what} to {written} instead (choose a folder with --record-dir)"
 
     def save_gif(self, rec: Recording, now: float, fps: float | None, scale: int, captions: bool) -> None:
         frames = rec.array()  # (T, H, W, 3)
@@ -203,6 +224,24 @@ class RateMeter:
         if len(self._times) < 2:
             return 0.0
         return (len(self._times) - 1) / max(1e-6, self._times[-1] - self._times[0])
+
+
+def default_fallback_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "genie-play"
+
+
+def _ready_folder(folder: Path) -> Path:
+    """Create the folder; OSError (e.g. a file in the way, no permission) if it cannot be."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(folder))
+    return folder
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def free_path(folder: Path, stem: str, suffix: str) -> Path:

@@ -20,6 +20,7 @@ metadata (string -> string; every value but `format` is JSON)
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import struct
@@ -30,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
@@ -81,31 +83,59 @@ def write_checkpoint(run_dir: Path, tensors: dict[str, torch.Tensor], meta: dict
                      save: SaveFile = save_file) -> Path:
     """Write `run_dir/checkpoint.safetensors` atomically and keep the one before as `.prev`.
 
-    The new file is complete and fsynced under a temporary name before anything is renamed, so a
-    crash or a full disk at any moment leaves at least one good checkpoint. `save` is the function
-    that writes the file (tests pass one that fails like a full disk).
+    The new file is complete and fsynced under a temporary name before anything is renamed, and
+    `checkpoint.safetensors` is only ever replaced by one atomic rename (the old file is hard-linked
+    to `.prev` first), so a kill, a crash or a full disk at any moment leaves a complete latest
+    checkpoint. `save` is the function that writes the file (tests pass one that fails like a full
+    disk). An interrupted or failed write removes its temporary file.
     """
     run_dir = Path(run_dir)
     latest, prev = run_dir / CHECKPOINT_NAME, run_dir / PREV_NAME
     tmp = run_dir / f"{_TMP_PREFIX}{os.getpid()}.safetensors"
+    prev_tmp = run_dir / f"{_TMP_PREFIX}{os.getpid()}.prev.safetensors"
     metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
+    done = False
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         save(_cpu_unshared(tensors), str(tmp), metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if latest.exists():
-            os.replace(latest, prev)  # latest -> prev first: at every instant one good file exists
+            _keep_as_prev(latest, prev, prev_tmp)
         os.replace(tmp, latest)
+        done = True
         _fsync_dir(run_dir)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        reason = err.strerror or str(err)
+    except (OSError, SafetensorError) as err:
         raise CheckpointError(
-            f"could not write checkpoint {latest}: {reason}; free disk space or use another run folder "
+            f"could not write checkpoint {latest}: {_reason(err)}; free disk space or use another run folder "
             f"(earlier checkpoints in {run_dir} are intact)"
         ) from err
+    finally:  # also on Ctrl-C / SIGTERM raised inside the write: never leave a temporary file
+        if not done:
+            tmp.unlink(missing_ok=True)
+        prev_tmp.unlink(missing_ok=True)
     return latest
+
+
+def _keep_as_prev(latest: Path, prev: Path, prev_tmp: Path) -> None:
+    """Make `prev` the current `latest` without `latest` ever missing: hard link + atomic rename.
+    Where hard links are not supported, rename `latest` to `prev` (a brief window with only `prev`,
+    which `read_checkpoint` also resumes from)."""
+    prev_tmp.unlink(missing_ok=True)
+    try:
+        os.link(latest, prev_tmp)
+    except OSError:
+        os.replace(latest, prev)
+        return
+    os.replace(prev_tmp, prev)
+
+
+def _reason(err: BaseException) -> str:
+    """One line saying why a write failed (safetensors reports I/O errors as SafetensorError)."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    lines = str(err).strip().splitlines()
+    return lines[0][:160] if lines else type(err).__name__
 
 
 def _read_header(path: Path) -> dict[str, Any]:
@@ -212,8 +242,66 @@ def write_json_atomic(path: Path, obj: Any) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write {path}: {err.strerror or err}; free disk space or use another run folder") from err
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; removes a partial file otherwise
+
+
+# ----- metrics.jsonl -------------------------------------------------------------------------------
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; infinity for a half-written or foreign line (dropped)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop metrics lines after `step` (written by a run killed after its last checkpoint) and a
+    half-written last line, atomically."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        try:
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as err:
+            raise CheckpointError(f"could not write {path}: {err.strerror or err}; free disk space or use "
+                                  "another run folder") from err
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class MetricsLog:
+    """metrics.jsonl, appended one JSON line per log step. A write that fails (full disk, quota)
+    is reported once through `warn` and logging stops; training and checkpointing go on (a
+    checkpoint write that fails too stops the run with its own message)."""
+
+    def __init__(self, path: Path, warn: Callable[[str], None]) -> None:
+        self.path, self._warn = path, warn
+        self._file: Any = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as err:
+            self._warn(f"warning: could not write {self.path} ({err.strerror or err}); metrics are no longer "
+                       "logged, training goes on")
+            self.close()
+
+    def close(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:  # the buffered tail could not be flushed: already reported
+                pass
 
 
 # ----- training state <-> checkpoint tensors --------------------------------------------------------

@@ -37,11 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--init", type=Path, help="warm-start the trained parts from a world bundle")
         if phase == "dynamics":
             p.add_argument("--tokenizer", required=True, type=Path, help="phase-1 run folder or a world bundle")
+        else:
+            p.add_argument("--decoder-only", action="store_true",
+                           help="freeze the encoder and codebook (tokens unchanged) and train only the decoder; use with --init")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p = sub.add_parser("export", help="write a world bundle from a phase-2 run")
     p.add_argument("run", type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--labels", type=Path, help="JSON list of 8 action labels (or a labels export)")
+    p.add_argument("--decoder", type=Path,
+                   help="take the tokenizer's decoder from this `train tokenizer --decoder-only` run (same encoder required)")
     p.add_argument("--no-lam", action="store_true", help="leave out the LAM encoder (smaller; no infer_actions)")
     p.add_argument("--fp32", action="store_true", help="store fp32 weights instead of bf16")
 
@@ -106,10 +111,13 @@ def run(args: argparse.Namespace) -> int:
         world_cfg = override(world_cfg, model_over).check() if model_over else world_cfg
         if cfg.clip_len > world_cfg.tokenizer.encoder.window:
             raise BadSettingError(f"clip_len {cfg.clip_len} exceeds the tokenizer window {world_cfg.tokenizer.encoder.window}")
-        module = TokenizerTrainer(world_cfg.tokenizer)
+        if args.decoder_only and not args.init:
+            raise BadSettingError("--decoder-only keeps a trained encoder: give the world it comes from with --init")
+        module = TokenizerTrainer(world_cfg.tokenizer, decoder_only=args.decoder_only)
         if args.init:
             _init_from_bundle(module, args.init, ("tokenizer.",))
-        extra = {"phase": "tokenizer", "world_config": to_dict(world_cfg), "data": str(args.data)}
+        extra = {"phase": "tokenizer", "world_config": to_dict(world_cfg), "data": str(args.data),
+                 "decoder_only": args.decoder_only, "init": str(args.init) if args.init else None}
     else:
         from ..models.tokenizer import Tokenizer
         from .stage_dynamics import DynamicsLossConfig, DynamicsTrainer
@@ -137,6 +145,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _swap_decoder(tokenizer: torch.nn.Module, run: Path, dtype: torch.dtype) -> None:
+    """Replace the decoder weights by those of a decoder-only run, whose encoder and codebook must be
+    exactly (at the bundle's storage dtype) the ones the dynamics model was trained on; otherwise its
+    tokens would mean something else."""
+    from .stage_tokenizer import ENCODER_PARTS
+
+    _, new_state = _tokenizer_source(run)
+    own = tokenizer.state_dict()
+    if set(new_state) != set(own) or any(new_state[k].shape != v.shape for k, v in own.items()):
+        raise BadSettingError(f"{run}: its tokenizer has a different architecture from this world's")
+    changed = [k for k in own if k.split(".")[0] in ENCODER_PARTS and not torch.equal(own[k].to(dtype), new_state[k].to(dtype))]
+    if changed:
+        raise BadSettingError(f"{run}: its encoder differs from the one the dynamics model was trained on "
+                              f"({changed[0]}, ...); train it with --decoder-only --init from that world")
+    tokenizer.load_state_dict(new_state)
+    print(f"decoder from {run}")
+
+
 def export(args: argparse.Namespace) -> int:
     from ..labels import read_label_list
     from ..world import World, build_models
@@ -150,10 +176,12 @@ def export(args: argparse.Namespace) -> int:
     models = build_models(cfg)
     for name, module in models.items():
         module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+    if args.decoder:
+        _swap_decoder(models["tokenizer"], args.decoder, torch.float32 if args.fp32 else torch.bfloat16)
     # A JSON list of labels or a `genie-play labels --export` file; checked against the action count.
     labels = read_label_list(args.labels, cfg.dynamics.num_actions) if args.labels else None
     card = {"run": str(args.run), "step": meta.get("step"), "data": extra.get("data"),
-            "tokenizer_source": extra.get("tokenizer_source")}
+            "tokenizer_source": extra.get("tokenizer_source"), "decoder_source": str(args.decoder) if args.decoder else None}
     world = World(cfg, models["tokenizer"], models["dynamics"], models["lam"].action_codebook().detach(),
                   lam=None if args.no_lam else models["lam"], device="cpu", precision="fp32", labels=labels, card=card)
     world.save(args.out, include_lam=not args.no_lam, dtype=None if args.fp32 else torch.bfloat16)

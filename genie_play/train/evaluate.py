@@ -95,6 +95,10 @@ def evaluate(world, dataset, clips: int = 64, horizon: int = 10, delta_t: int = 
     }
     if true_actions is not None and (true_actions >= 0).all():
         result["nmi_true_actions"] = normalized_mutual_information(inferred_all, true_actions)
+        # Which recorded actions each latent action stands for: the designer's starting point for labels.
+        table = np.zeros((world.num_actions, int(true_actions.max()) + 1), dtype=np.int64)
+        np.add.at(table, (inferred_all.ravel(), true_actions.ravel()), 1)
+        result["latent_vs_true_actions"] = table.tolist()
     if hasattr(dataset, "level_of"):
         levels = [dataset.level_of(int(i)) for i in idx]
         levels = [lv for lv in levels if lv is not None]
@@ -119,4 +123,9 @@ def format_report(r: dict) -> str:
                  f"(perplexity {r['action_perplexity']:.2f}, {r['actions_used_2pct']} actions >= 2%)")
     if "nmi_true_actions" in r:
         lines.append(f"NMI with true actions {r['nmi_true_actions']:.3f}")
+    for latent, row in enumerate(r.get("latent_vs_true_actions", [])):
+        total = sum(row)
+        top = sorted(range(len(row)), key=lambda a: -row[a])[:3]
+        shares = ", ".join(f"{a}: {row[a] / total:.0%}" for a in top if row[a]) if total else "never inferred"
+        lines.append(f"  latent action {latent} <- true actions {shares}")
     return "\n".join(lines)

@@ -39,9 +39,10 @@ from torch import nn
 from .. import devices
 from ..errors import BadDataError, BadSettingError, CheckpointError
 from . import distributed as dist_utils
-from .checkpoint import (CHECKPOINT_NAME, host_rng_state, load_checkpoint_weights, model_and_optimizer_tensors,
+from .checkpoint import (CHECKPOINT_NAME, MetricsLog, host_rng_state, load_checkpoint_weights, model_and_optimizer_tensors,
                          read_checkpoint, read_checkpoint_meta, restore_model_and_optimizer, set_host_rng_state,
-                         stale_temp_files, strip_wrapper_prefixes, write_checkpoint, write_json_atomic)
+                         stale_temp_files, strip_wrapper_prefixes, trim_metrics, write_checkpoint,
+                         write_json_atomic)
 from .distributed import init_distributed, is_main, shutdown_distributed
 from .overrides import apply_overrides, config_from_dict, config_to_dict
 from .prefetch import BatchLoader
@@ -131,14 +132,6 @@ def _make_adamw(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
-def _logged_step(line: str) -> float:
-    """The step of a metrics.jsonl line; infinity for a half-written or foreign line (dropped)."""
-    try:
-        return float(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
-
 def _say(text: str) -> None:
     if is_main():
         from tqdm import tqdm
@@ -192,14 +185,18 @@ class Trainer:
         self.forward_module = torch.compile(forward) if cfg.compile else forward
 
         if is_main():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise CheckpointError(f"cannot create run folder {self.run_dir} ({err.strerror or err}); "
+                                      "choose another run folder") from err
             for stale in stale_temp_files(self.run_dir):
                 stale.unlink(missing_ok=True)
             write_json_atomic(self.run_dir / "config.json", {
                 "train": config_to_dict(cfg), "extra_state": self.extra_state, "module": type(module).__name__,
                 "world_size": self.world_size, "device": devices.describe(self.device, self.amp_dtype),
                 "start_step": self.start_step})
-            self._trim_metrics(self.start_step)
+            trim_metrics(self.run_dir / "metrics.jsonl", self.start_step)
 
     # ----- resume -------------------------------------------------------------------------------
     def _resume(self) -> int:
@@ -294,7 +291,7 @@ class Trainer:
         previous_handlers = self._install_signal_handlers()
         bar = tqdm(total=cfg.steps, initial=self.start_step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not is_main(), file=sys.stderr, mininterval=1.0)
-        metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") if is_main() else None
+        metrics_file = MetricsLog(self.run_dir / "metrics.jsonl", _say) if is_main() else None
         frames_per_step = cfg.batch_size * cfg.grad_accum * cfg.clip_len * self.world_size
         tokens_per_frame = getattr(self.module, "tokens_per_frame", None)
         step, saved_step = self.start_step, self.start_step
@@ -326,8 +323,7 @@ class Trainer:
                     record["elapsed_s"] = time.perf_counter() - run_start
                     throughput = (f" {record['tokens_per_s']:,.0f} tok/s" if tokens_per_frame else f" {record['frames_per_s']:,.1f} frames/s")
                     if metrics_file is not None:
-                        metrics_file.write(json.dumps(record) + "\n")
-                        metrics_file.flush()
+                        metrics_file.write(record)
                     sums, window_start, window_steps = {}, time.perf_counter(), 0
                 if is_main() and cfg.picture_every and (step % cfg.picture_every == 0 or step == cfg.steps):
                     self._write_pictures(step)
@@ -397,10 +393,10 @@ class Trainer:
             picks = np.linspace(0, len(self.dataset) - 1, count).round().astype(int)
             self._picture_frames = torch.from_numpy(np.stack([self.dataset[int(i)] for i in picks])).to(self.device)
         path = self.run_dir / "pictures" / f"step_{step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         was_training = self.module.training
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # a full disk or a read-only folder: warn below
             with torch.random.fork_rng(devices=cuda), torch.no_grad():
                 self.module.eval()
                 self.module.write_pictures(self._picture_frames, path)
@@ -432,16 +428,3 @@ class Trainer:
             return
         self._stop_signal, self._stop_time = signum, now
         _say(f"{signal.Signals(signum).name}: finishing this step and saving a checkpoint (again to abort without saving)")
-
-    # ----- files --------------------------------------------------------------------------------
-    def _trim_metrics(self, step: int) -> None:
-        """Drop metrics lines after `step` (written by a run killed after its last checkpoint)."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if _logged_step(line) <= step]
-        if len(kept) != len(lines):
-            tmp = path.with_name(".metrics.jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            tmp.replace(path)

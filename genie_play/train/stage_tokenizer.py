@@ -3,6 +3,11 @@
 loss = MSE(reconstruction, frames) + codebook + beta * commitment, with pixels in [0, 1]. The loop
 (loop.py) handles precision, the optimiser, DDP, checkpoints and progress; this module only says
 what one step computes and what picture to draw.
+
+`decoder_only=True` (`genie-play train tokenizer ... decoder_only=true --init WORLD`) freezes the
+encoder and codebook and trains only the decoder: every frame keeps exactly the tokens it had, so a
+dynamics model trained on those tokens stays valid and can be paired with the sharper decoder
+(`genie-play train export RUN --decoder TOKENIZER_RUN`).
 """
 from __future__ import annotations
 
@@ -21,22 +26,40 @@ def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
+ENCODER_PARTS = ("enc_in", "enc_pos", "encoder", "enc_out", "vq")
+
+
 class TokenizerTrainer(nn.Module):
-    def __init__(self, cfg: TokenizerConfig, beta: float = 0.25) -> None:
+    def __init__(self, cfg: TokenizerConfig, beta: float = 0.25, decoder_only: bool = False) -> None:
         super().__init__()
         self.tokenizer = Tokenizer(cfg)
         self.beta = beta
+        self.decoder_only = decoder_only
+        if decoder_only:  # the loop's optimiser only takes parameters that require grad
+            for name in ENCODER_PARTS:
+                getattr(self.tokenizer, name).requires_grad_(False)
         self.tokens_per_frame = cfg.tokens_per_frame  # for the loop's tokens/s
+
+    def train(self, mode: bool = True) -> "TokenizerTrainer":
+        super().train(mode)
+        if self.decoder_only:  # frozen parts never update their VQ usage statistics
+            for name in ENCODER_PARTS:
+                getattr(self.tokenizer, name).eval()
+        return self
 
     def forward(self, frames: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """frames (B, T, H, W, 3) uint8 -> (loss, metrics)."""
-        q = self.tokenizer.quantize(frames)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
+            q = self.tokenizer.quantize(frames)
         recon = self.tokenizer.decode_codes(q.quantized).float()
         mse = F.mse_loss(recon, frames.float() / 255.0)
         codebook = F.mse_loss(q.z_q, q.z_e.detach())
         commit = F.mse_loss(q.z_e, q.z_q.detach())
-        loss = mse + codebook + self.beta * commit
-        restarted = self.tokenizer.vq.restart_dead_codes(step, q.z_e) if self.training else 0
+        if self.decoder_only:
+            loss, restarted = mse, 0
+        else:
+            loss = mse + codebook + self.beta * commit
+            restarted = self.tokenizer.vq.restart_dead_codes(step, q.z_e) if self.training else 0
         metrics = {
             "mse": mse.detach(),
             "psnr": psnr_from_mse(mse.detach()),
