@@ -12,6 +12,8 @@ import functools
 import os
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from .errors import BadSettingError
 
@@ -83,3 +85,108 @@ def set_threads(num_threads: int | None = None) -> None:
 def describe(device: torch.device, dtype: torch.dtype | None) -> str:
     """Short text for the HUD and logs, e.g. 'cpu bf16'."""
     return f"{device.type} {str(dtype).replace('torch.', '') if dtype else 'fp32'}".replace("bfloat16", "bf16")
+
+
+# -- inference kernels for nn.Linear (play path only; training never sees them) ---------------------
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+class _PackedLinear:
+    """An nn.Linear's weight prepared once for inference: oneDNN-prepacked bf16 (the plain bf16
+    matmul reorders the weight on every call, which at 64 rows costs as much as the product) or
+    fbgemm int8 (per-channel weights, activations quantised per call; fp32 in and out). Both fuse
+    the epilogue (SiLU or the residual add) where the kernel can."""
+
+    def __init__(self, module: nn.Linear, kind: str) -> None:
+        self.kind, self.source, self.stamp = kind, module.weight, (module.weight._version, module.weight.data_ptr())
+        self.out_features = module.out_features
+        weight = module.weight.detach()
+        if kind == "bf16":
+            self.bias = None if module.bias is None else module.bias.detach().to(torch.bfloat16)
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16), 64)
+        else:
+            import warnings
+
+            from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+            from torch.ao.quantization import per_channel_dynamic_qconfig
+
+            twin = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+            twin.load_state_dict({k: v.float() for k, v in module.state_dict().items()})
+            twin.qconfig = per_channel_dynamic_qconfig
+            with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+                warnings.simplefilter("ignore")
+                self.packed = DynamicLinear.from_float(twin)._packed_params._packed_params
+
+    def valid_for(self, module: nn.Linear) -> bool:
+        w = module.weight
+        return w is self.source and (w._version, w.data_ptr()) == self.stamp
+
+    def __call__(self, x: torch.Tensor, act: bool, residual: torch.Tensor | None) -> torch.Tensor:
+        if self.kind == "bf16":
+            if residual is not None and not act:
+                return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, self.bias, "add")
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "swish" if act else "none", [], "")
+        else:
+            y = torch.ops.quantized.linear_dynamic(x.reshape(-1, x.shape[-1]), self.packed, True)
+            y = y.view(*x.shape[:-1], self.out_features)
+            y = F.silu(y) if act else y
+        return y if residual is None else residual + y
+
+
+def pack_linears(module: nn.Module, kind: str) -> int:
+    """Give every nn.Linear in `module` a `_PackedLinear` ("bf16" or "int8") that `linear` uses,
+    or remove them ("plain"). Parameters and state_dict are untouched. Returns how many."""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            m.__dict__.pop("_packed", None)
+            if kind != "plain":
+                m.__dict__["_packed"] = _PackedLinear(m, kind)
+                count += 1
+    return count
+
+
+def linear(module: nn.Linear, x: torch.Tensor, act: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """residual + silu?(module(x)) through the module's packed kernel when it has a current one,
+    else exactly the plain ops (so fp32 results equal the training-time modules bit for bit)."""
+    packed = module.__dict__.get("_packed")
+    if packed is not None and packed.valid_for(module):
+        return packed(x, act, residual)
+    y = F.linear(x, module.weight, module.bias)
+    if act:
+        y = F.silu(y)
+    return y if residual is None else residual + y
+
+
+def pack_for_play(module: nn.Module, int8: bool = False) -> None:
+    """int8 kernels for `module`'s linears, or oneDNN bf16 ones when its weights are bf16 and the CPU
+    runs bf16 natively; nothing otherwise (fp32 stays on the plain, bit-exact ops)."""
+    if int8:
+        pack_linears(module, "int8")
+    elif next(module.parameters()).dtype == torch.bfloat16 and fast_bf16_kernels():
+        pack_linears(module, "bf16")
+
+
+def fast_bf16_kernels() -> bool:
+    """oneDNN's prepacked bf16 linear is available (and the CPU runs bf16 natively)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise") and cpu_has_bf16()
+
+
+def matmul_rate(shapes: list[tuple[int, int, int]], dtype: torch.dtype, seconds: float = 0.3) -> float:
+    """GFLOP/s of torch.matmul (M, K) x (K, N) over `shapes` run one after the other, as a layer
+    sequence would (best of several rounds, FLOP-weighted): the rate this CPU reaches at a model's
+    own shapes, to compare a model's achieved rate with."""
+    import time
+
+    pairs = [(torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)) for m, k, n in shapes]
+    flops = sum(2.0 * m * k * n for m, k, n in shapes)
+    with torch.inference_mode():
+        for a, b in pairs:  # warm up (oneDNN primitive creation)
+            torch.matmul(a, b)
+        best, deadline = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            for a, b in pairs:
+                torch.matmul(a, b)
+            best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9

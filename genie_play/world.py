@@ -6,7 +6,9 @@ model and for the tokenizer's decoder, the position of the next frame and the sa
 
 Per new frame (`step`): the dynamics context is stacked once (ContextKV), MaskGIT runs `steps` rounds
 over the new frame's tokens only, one more pass with the final tokens records the frame's own
-keys/values, and the decoder turns the tokens into pixels once, against its own cache.
+keys/values, and the decoder turns the tokens into pixels once, against its own cache. The "fast"
+engine does this with fewer operations, prepacked kernels and the head on masked tokens only, and
+gives the "reference" (plain) engine's frames bit for bit in fp32 (tests/test_fast_path.py).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from . import bundle as bundle_io
-from .devices import autocast_dtype, describe, resolve_device
+from .devices import PRECISIONS, autocast_dtype, describe, pack_for_play, pack_linears, resolve_device
 from .errors import BadActionError, BadSettingError
 from .images import load_image
 from .models import maskgit
@@ -29,6 +31,7 @@ from .models.st_block import ContextKV, FrameKV
 from .models.tokenizer import Tokenizer
 
 MAX_STEPS = 1000
+ENGINES = ("fast", "reference")  # reference: the plain cached path, kept to test the fast one against
 
 
 @dataclass(frozen=True)
@@ -45,28 +48,27 @@ class WorldState:
 
 class World:
     def __init__(
-        self,
-        config: WorldConfig,
-        tokenizer: Tokenizer,
-        dynamics: DynamicsModel,
-        action_codes: torch.Tensor,
-        lam: LatentActionModel | None = None,
-        device: str | torch.device = "cpu",
-        precision: str = "auto",
-        labels: list[str] | None = None,
-        world_id: str = "",
-        card: dict | None = None,
-        path: Path | None = None,
+        self, config: WorldConfig, tokenizer: Tokenizer, dynamics: DynamicsModel, action_codes: torch.Tensor,
+        lam: LatentActionModel | None = None, device: str | torch.device = "cpu", precision: str = "auto",
+        labels: list[str] | None = None, world_id: str = "", card: dict | None = None, path: Path | None = None,
+        engine: str = "fast",
     ) -> None:
-        self.config = config
-        self.device = resolve_device(device)
+        if engine not in ENGINES or precision not in PRECISIONS:
+            raise BadSettingError(f"unknown engine {engine!r} or precision {precision!r}: use {'/'.join(ENGINES)} and {'/'.join(PRECISIONS)}")
+        self.config, self.engine, self.precision, self.device = config, engine, precision, resolve_device(device)
         # Inference runs with weights cast to the compute dtype (faster than autocast on the CPU,
-        # which re-casts weights on every call); fp32 when the device has no fast bf16.
-        self.dtype = autocast_dtype(self.device, precision) or torch.float32
+        # which re-casts weights on every call); fp32 when the device has no fast bf16. int8 = the
+        # dynamics' linears in int8 with fp32 activations, everything else as "auto".
+        self.dtype = autocast_dtype(self.device, "auto" if precision == "int8" else precision) or torch.float32
+        dyn_dtype = torch.float32 if precision == "int8" else self.dtype
         self.tokenizer = tokenizer.to(self.device, self.dtype).eval()
-        self.dynamics = dynamics.to(self.device, self.dtype).eval()
+        self.dynamics = dynamics.to(self.device, dyn_dtype).eval()
         self.lam = lam.to(self.device, self.dtype).eval() if lam is not None else None
-        self.action_codes = action_codes.to(self.device, self.dtype)  # (num_actions, action_dim)
+        self.action_codes = action_codes.to(self.device, dyn_dtype)  # (num_actions, action_dim)
+        # fp32 cache whatever the compute dtype: the hundreds of tiny batched products of attention
+        # against the context run ~2.5x faster in fp32 than in bf16 on the CPU (and it is a few MB).
+        self.kv_dtype = torch.float32 if engine == "fast" else self.dtype
+        self._pack_kernels()
         self.labels = list(labels) if labels else [""] * self.num_actions
         self.world_id, self.card, self.path = world_id, card or {}, path
         self._sampling = {"steps": 25, "temperature": 1.0}
@@ -78,28 +80,36 @@ class World:
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def load(cls, name: str | Path = "coinrun", device: str | torch.device = "auto", precision: str = "auto") -> "World":
-        """Load a world bundle by name or path (see bundle.resolve_world for the search order)."""
+    def load(cls, name: str | Path = "coinrun", device: str | torch.device = "auto", precision: str = "auto", engine: str = "fast") -> "World":
+        """Load a world bundle by name or path (see bundle.resolve_world for the search order).
+        precision: auto | fp32 | bf16 | int8 (dynamics); engine: fast | reference (the plain path)."""
         path = bundle_io.resolve_world(name)
         b = bundle_io.read_bundle(path)
+        with_lam = any(k.startswith("lam.") for k in b.tensors)
         try:
             config = world_config_from_dict(b.config)
+            with torch.device("meta"):  # shapes only: a config asking for a huge model allocates nothing
+                shapes = build_models(config, with_lam=with_lam)
         except BadSettingError as err:
             raise bundle_io.BadBundleError(f"{path}: bad config in bundle ({err}); re-export it with genie-play train export") from None
-        models = build_models(config, with_lam=any(k.startswith("lam.") for k in b.tensors))
+        except Exception as err:  # noqa: BLE001 -- a value no model can be built from (patch 0, heads, ...)
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+            raise bundle_io.BadBundleError(f"{path}: bad config in bundle (cannot build the model: {reason}); "
+                                           "re-export it with genie-play train export") from None
         expected = {}
-        for prefix, module in models.items():
+        for prefix, module in shapes.items():
             for key, value in module.state_dict().items():
                 expected[f"{prefix}.{key}"] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
         expected["actions.codebook"] = ((config.lam.num_actions, config.lam.vq.code_dim), "float32")
-        bundle_io.check_tensors(b, expected)
+        bundle_io.check_tensors(b, expected)  # the file's tensors fit: building allocates what the file holds
+        models = build_models(config, with_lam=with_lam)
         for prefix, module in models.items():
             sd = {k[len(prefix) + 1 :]: v for k, v in b.tensors.items() if k.startswith(prefix + ".")}
             module.load_state_dict({k: v.to(module.state_dict()[k].dtype) for k, v in sd.items()})
         return cls(
             config, models["tokenizer"], models["dynamics"], b.tensors["actions.codebook"].float(),
             lam=models.get("lam"), device=device, precision=precision, labels=b.labels,
-            world_id=b.world_id, card=b.card, path=path,
+            world_id=b.world_id, card=b.card, path=path, engine=engine,
         )
 
     def save(self, path: str | Path, include_lam: bool = True, labels: list[str] | None = None, card: dict | None = None, dtype: torch.dtype | None = torch.bfloat16) -> None:
@@ -118,6 +128,8 @@ class World:
 
     @property
     def device_description(self) -> str:
+        if self.precision == "int8":
+            return f"{self.device.type} int8"
         return describe(self.device, None if self.dtype == torch.float32 else self.dtype)
 
     @property
@@ -155,11 +167,10 @@ class World:
     def _start(self, pixels: np.ndarray) -> WorldState:
         """Encode prompts (B, H, W, 3) uint8 and record them as frame 0."""
         t0 = time.perf_counter()
-        frames = torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(self.device)[:, None]  # (B, 1, H, W, 3)
-        tokens = self.tokenizer.encode(frames)[:, 0]  # (B, N)
+        tokens = self.tokenizer.encode(torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(self.device)[:, None])[:, 0]  # (B, N)
         t1 = time.perf_counter()
         state = WorldState((), (), tokens, np.empty(0), -1, self._generator.get_state())
-        state = self._advance(state, tokens, None)
+        state = self._advance(state, tokens, None, None)
         self.last_timings = {"encode": (t1 - t0) * 1e3, **self._timings}
         return state
 
@@ -175,8 +186,7 @@ class World:
             raise BadActionError(f"actions must be in [0, {self.num_actions})")
         saved_state, saved_rng = self._state, self._generator.get_state()
         self.seed(seed)
-        state = self._start(prompts.astype(np.uint8))
-        out = [state.frame]
+        out = [(state := self._start(prompts.astype(np.uint8))).frame]
         for k in range(actions.shape[1]):
             codes = self.action_codes[torch.from_numpy(actions[:, k].astype(np.int64)).to(self.device)]
             tokens, ctx = self._sample_tokens(state, codes)
@@ -282,28 +292,64 @@ class World:
             raise BadSettingError(f"video must be (T, {self.frame_size[0]}, {self.frame_size[1]}, 3) uint8, got {video.shape} {video.dtype}")
         return torch.from_numpy(np.ascontiguousarray(video)).to(self.device)[None]
 
+    def _pack_kernels(self) -> None:
+        """Prepare the play path's linears once (devices.pack_for_play): int8 for the dynamics when
+        asked, oneDNN-prepacked bf16 where the compute dtype is bf16 on a CPU that runs it natively."""
+        if self.engine == "fast" and self.device.type == "cpu":
+            pack_for_play(self.dynamics, int8=self.precision == "int8")
+            pack_for_play(self.tokenizer.decoder)
+            pack_for_play(self.tokenizer.dec_out)
+
+    def compile(self) -> bool:
+        """torch.compile the play path's transformer layers (MaskGIT rounds, record pass, decoder),
+        warmed up by a throw-away session (tens of seconds the first time, cached on disk after).
+        False, eager path kept, if compiling fails (e.g. no C++ compiler) or for int8. It gave
+        1.1-1.25x on the dynamics' rounds here: opt-in, not the default."""
+        if self.engine != "fast" or self.precision == "int8":
+            return False
+        import torch._inductor.config as inductor_config
+
+        parts, saved = (self.dynamics.transformer, self.tokenizer.decoder), (self._state, self._generator.get_state(), self.sampling)
+        try:
+            inductor_config.freezing = True  # inductor prepacks the (now plain) linears itself
+            torch._dynamo.config.cache_size_limit = 64  # one code object, 2 models x shapes x need_output
+            for t in parts:
+                pack_linears(t, "plain")
+                t.compile_play()
+            self.sampling = {"steps": 2}
+            self.rollout(np.zeros((*self.frame_size, 3), np.uint8), [0] * (self.config.dynamics.st.window + 1))
+            return True
+        except Exception:  # noqa: BLE001 - any compiler failure: back to the eager kernels
+            for t in parts:
+                t.compile_play(False)
+            self._pack_kernels()
+            return False
+        finally:
+            self._state, self.sampling = saved[0], saved[2]
+            self._generator.set_state(saved[1])
+
     def _context(self, frames: tuple[FrameKV, ...], position: int, batch: int, transformer) -> ContextKV:
-        rows = batch * self._rows_per_frame(transformer)
-        empty = (transformer.cfg.depth, rows, transformer.cfg.heads, transformer.head_dim, self.dtype, self.device)
+        d = self.config.dynamics
+        per_frame = d.tokens_per_frame + (d.action_mode == "token") if transformer is self.dynamics.transformer else self.config.tokenizer.tokens_per_frame
+        empty = (transformer.cfg.depth, batch * per_frame, transformer.cfg.heads, transformer.head_dim, self.kv_dtype, self.device)
         return ContextKV(list(frames), position, empty)
 
-    def _rows_per_frame(self, transformer) -> int:
-        if transformer is self.dynamics.transformer:
-            return self.config.dynamics.tokens_per_frame + (self.config.dynamics.action_mode == "token")
-        return self.config.tokenizer.tokens_per_frame
-
     def _sample_tokens(self, state: WorldState, codes: torch.Tensor) -> tuple[torch.Tensor, ContextKV]:
-        """MaskGIT over the next frame's tokens; codes (B, action_dim) is the action taken.
-        Returns the tokens (B, N) and the stacked context, which `_advance` reuses."""
+        """MaskGIT over the next frame's tokens (B, N) for codes (B, action_dim); returns them and
+        the stacked context, which `_advance` reuses."""
         t0 = time.perf_counter()
         batch, n = state.tokens.shape
         ctx = self._context(state.dynamics_kv, state.position + 1, batch, self.dynamics.transformer)
         mask_id = self.config.dynamics.mask_id
         masked = torch.full((batch, n), mask_id, dtype=torch.long, device=self.device)
-        tokens = maskgit.decode(
-            lambda tok: self.dynamics.step(tok, codes, ctx)[0], masked, mask_id,
-            steps=self._sampling["steps"], temperature=self._sampling["temperature"], generator=self._generator,
-        )
+        options = dict(steps=self._sampling["steps"], temperature=self._sampling["temperature"], generator=self._generator)
+        if self.engine == "reference":
+            fn = lambda tok: self.dynamics.step(tok, codes, ctx, reference=True)[0]  # noqa: E731
+            tokens = maskgit.decode_reference(fn, masked, mask_id, **options)
+        else:
+            emb = self.dynamics.frame_action(codes, batch)  # once per frame, not per round
+            fn = lambda tok, pos: self.dynamics.sample_logits(tok, emb, ctx, pos)  # noqa: E731
+            tokens = maskgit.decode(fn, masked, mask_id, masked_only=True, **options)
         self._sample_ms = (time.perf_counter() - t0) * 1e3  # read by the next _advance for last_timings
         return tokens, ctx
 
@@ -312,23 +358,27 @@ class World:
     ) -> WorldState:
         """Record the new frame's keys/values (dynamics and decoder) and decode its pixels."""
         t0 = time.perf_counter()
-        batch = tokens.shape[0]
-        position = state.position + 1
-        dyn_window = self.config.dynamics.st.window - 1
-        dec_window = self.config.tokenizer.decoder.window - 1
-        if ctx is None:
-            ctx = self._context(state.dynamics_kv, position, batch, self.dynamics.transformer)
-        _, kv = self.dynamics.step(tokens, codes, ctx)
-        dynamics_kv = (state.dynamics_kv + (kv,))[-dyn_window:] if dyn_window > 0 else ()
+        batch, position, reference = tokens.shape[0], state.position + 1, self.engine == "reference"
+        ctx = ctx or self._context(state.dynamics_kv, position, batch, self.dynamics.transformer)
+        if reference:
+            kv = self.dynamics.step(tokens, codes, ctx, reference=True)[1]
+        else:  # the record pass: no head, no last-layer FFN
+            kv = self.dynamics.record(tokens, self.dynamics.frame_action(codes, batch), ctx)
+        dynamics_kv = _window(state.dynamics_kv, kv, self.config.dynamics.st.window)
         t1 = time.perf_counter()
         dctx = self._context(state.decoder_kv, position, batch, self.tokenizer.decoder)
-        pixels, dkv = self.tokenizer.decode_step(tokens, dctx)
-        decoder_kv = (state.decoder_kv + (dkv,))[-dec_window:] if dec_window > 0 else ()
+        pixels, dkv = self.tokenizer.decode_step(tokens, dctx, reference=reference)
+        decoder_kv = _window(state.decoder_kv, dkv, self.config.tokenizer.decoder.window)
         frame = to_uint8(pixels)
         t2 = time.perf_counter()
         sample_ms = self._sample_ms if codes is not None else 0.0
         self._timings = {"dynamics": sample_ms + (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3}
         return WorldState(dynamics_kv, decoder_kv, tokens, frame, position, self._generator.get_state())
+
+
+def _window(frames: tuple[FrameKV, ...], new: FrameKV, window: int) -> tuple[FrameKV, ...]:
+    """The last window-1 frames' keys/values (the context of the next frame)."""
+    return (frames + (new,))[-(window - 1):] if window > 1 else ()
 
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
@@ -353,5 +403,5 @@ def export_tensors(tokenizer, dynamics, action_codes, lam=None) -> dict[str, tor
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
-def load_world(name: str | Path = "coinrun", device: str = "auto", precision: str = "auto") -> World:
-    return World.load(name, device=device, precision=precision)
+def load_world(name: str | Path = "coinrun", device: str = "auto", precision: str = "auto", engine: str = "fast") -> World:
+    return World.load(name, device=device, precision=precision, engine=engine)

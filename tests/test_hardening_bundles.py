@@ -235,14 +235,11 @@ def test_future_format_says_upgrade(tmp_path, tiny_parts):
 
 
 # ----- configs that ask for an impossible or enormous model --------------------------------------------
-# World.load builds the models from the config *before* comparing them with the file's tensors, so a
-# config value that cannot build a model escapes as a non-GenieError, and a config that asks for a
-# huge model allocates it first. The fix belongs in genie_play/world.py (build on torch's "meta"
-# device, compare, then build for real); until it lands these are expected failures.
-WORLD_FIX = "genie_play/world.py builds models from an unchecked config (see the issue 8 report)"
+# World.load builds the models on torch's "meta" device first (shapes only), compares them with the
+# file's tensors, and only then builds them for real: an impossible value is a one-line BadBundleError
+# and a config asking for a huge model allocates nothing.
 
 
-@pytest.mark.xfail(strict=True, reason=WORLD_FIX, raises=(ZeroDivisionError, AssertionError, RuntimeError))
 @pytest.mark.parametrize("change", [
     set_key(0, "tokenizer", "patch"), set_key(3, "dynamics", "st", "heads"), set_key(-4, "dynamics", "st", "dim"),
 ], ids=["patch-0", "heads-not-dividing-dim", "negative-dim"])
@@ -250,7 +247,6 @@ def test_config_values_that_cannot_build_a_model_are_refused(tmp_path, tiny_part
     refused(world_file(tmp_path, tiny_parts, config_change=change), "config", load=load_world)
 
 
-@pytest.mark.xfail(strict=True, reason=WORLD_FIX, raises=AssertionError)
 def test_config_asking_for_a_huge_model_is_refused_before_allocating(tmp_path, tiny_parts, monkeypatch):
     import genie_play.world
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from ..devices import linear
 from .patches import PositionTable
 from .st_block import ContextKV, FrameKV, STConfig, STTransformer, init_weights
 
@@ -89,13 +90,39 @@ class DynamicsModel(nn.Module):
         return self._logits(self.transformer(x, t0=t0))
 
     # -- play: one frame at a time against cached context ----------------------------------------
+    def frame_action(self, action: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """The action embedding (B, D) of one new frame: action (B, action_dim) that led to it, or
+        None for the first frame. Computed once per frame, not once per MaskGIT step."""
+        return self.no_action.expand(batch, -1) if action is None else self.action_proj(action)
+
+    def _embed_frame(self, tokens: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N), emb (B, D) -> (B, N or N+1, D)."""
+        return self._embed(tokens[:, None], emb[:, None])[:, 0]
+
     def step(
-        self, tokens: torch.Tensor, action: torch.Tensor | None, context: ContextKV
+        self, tokens: torch.Tensor, action: torch.Tensor | None, context: ContextKV, reference: bool = False
     ) -> tuple[torch.Tensor, FrameKV]:
         """tokens (B, N) of the frame at context.position (mask id allowed), action (B, action_dim)
-        that led to it (None for the first frame) -> (logits (B, N, vocab), the frame's KV)."""
-        b = tokens.shape[0]
-        emb = self.no_action.expand(b, -1) if action is None else self.action_proj(action)
-        x = self._embed(tokens[:, None], emb[:, None])[:, 0]
-        y, kv = self.transformer.step(x, context)
+        that led to it (None for the first frame) -> (logits (B, N, vocab), the frame's KV).
+        reference=True runs the plain path (STTransformer.step's per-block reference)."""
+        x = self._embed_frame(tokens, self.frame_action(action, tokens.shape[0]))
+        y, kv = self.transformer.step(x, context, reference=reference)
         return self._logits(y), kv
+
+    def sample_logits(
+        self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One MaskGIT round: tokens (B, N), emb (B, D) from `frame_action` -> logits (B, M, vocab)
+        for `positions` (B, M) only (all N if None). Revealed tokens are never resampled, so their
+        final norm, head (8% of a round's FLOPs at vocab 1024) and sampling work are skipped."""
+        y = self.transformer.run(self._embed_frame(tokens, emb), context)
+        if self.cfg.action_mode == "token":
+            y = y[:, 1:]
+        if positions is not None:
+            y = y.gather(1, positions[..., None].expand(-1, -1, y.shape[-1]))
+        return linear(self.head, self.transformer.norm(y))
+
+    def record(self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV) -> FrameKV:
+        """The final tokens' keys/values (B, N) -> FrameKV, without the last layer's FFN and head."""
+        self.transformer.run(self._embed_frame(tokens, emb), context, need_output=False)
+        return context.frame_kv()

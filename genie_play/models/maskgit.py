@@ -41,6 +41,72 @@ def mask_counts(num_masked: int, steps: int, schedule: Callable[[float], float] 
 
 
 def decode(
+    logits_fn: Callable[..., torch.Tensor],
+    tokens: torch.Tensor,
+    mask_id: int,
+    steps: int = 25,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    schedule: Callable[[float], float] = cosine_schedule,
+    choice_temperature: float = 1.0,
+    masked_only: bool = False,
+) -> torch.Tensor:
+    """Fill the masked positions of tokens (B, N). logits_fn: (B, N) long -> (B, N, V) logits, or
+    with masked_only, (tokens (B, N), positions (B, M) long) -> (B, M, V) logits of those positions.
+
+    temperature scales the sampling logits (0 = greedy); choice_temperature scales the Gumbel noise
+    on the confidences, annealed linearly to 0 over the rounds (MaskGIT's randomised ranking).
+    Every row must start with the same number of masked positions (true for a new frame).
+
+    Gives exactly `decode_reference`'s tokens and leaves the generator in the same state, but works
+    on the M still-masked positions only (revealed ones are never resampled): the same uniforms are
+    drawn for all N positions and indexed, and ranking the masked ones by confidence (stable, ties
+    to the lower position) reveals the same tokens as ranking all N with +inf for the revealed."""
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    tokens = tokens.clone()
+    b, n = tokens.shape
+    masked = tokens == mask_id
+    m = int(masked[0].sum())
+    if int(masked.sum()) != b * m:
+        raise ValueError("every row must start with the same number of masked positions")
+    positions = masked.nonzero()[:, 1].view(b, m)  # (B, M) masked positions, ascending in each row
+    counts = mask_counts(m, steps, schedule)
+    for s, keep_masked in enumerate(counts):
+        greedy = temperature <= 0 or s == steps - 1
+        noise_scale = choice_temperature * (1.0 - (s + 1) / steps)
+        # Draw exactly what the reference draws, whatever is left to reveal (same RNG stream after).
+        u = None if greedy else torch.rand(n, generator=generator, device="cpu").to(tokens.device)
+        g = torch.rand((1, n), generator=generator, device="cpu").to(tokens.device) if noise_scale > 0 else None
+        if positions.shape[1] == 0:
+            continue
+        if masked_only:
+            logits = logits_fn(tokens, positions).float()  # (B, M, V)
+        else:
+            full = logits_fn(tokens)
+            logits = full.gather(1, positions[..., None].expand(-1, -1, full.shape[-1])).float()
+        if greedy:
+            sampled = logits.argmax(dim=-1)
+        else:
+            probs = (logits if temperature == 1.0 else logits / temperature).softmax(dim=-1)
+            sampled = torch.searchsorted(probs.cumsum(dim=-1), u[positions][..., None]).squeeze(-1)
+            sampled = sampled.clamp_(max=logits.shape[-1] - 1)
+        reveal_count = positions.shape[1] - keep_masked
+        if keep_masked == 0:  # everything left is revealed: the ranking cannot matter
+            tokens.scatter_(1, positions, sampled)
+            positions = positions[:, :0]
+            continue
+        logp = logits.log_softmax(dim=-1).gather(-1, sampled[..., None]).squeeze(-1)  # (B, M)
+        if g is not None:
+            logp = logp + (noise_scale * -torch.log(-torch.log(g.clamp(1e-20, 1.0 - 1e-7))))[0, positions]
+        order = logp.argsort(dim=-1, descending=True, stable=True)
+        reveal = order[:, :reveal_count]
+        tokens.scatter_(1, positions.gather(1, reveal), sampled.gather(1, reveal))
+        positions = positions.gather(1, order[:, reveal_count:]).sort(dim=-1).values
+    return tokens
+
+
+def decode_reference(
     logits_fn: Callable[[torch.Tensor], torch.Tensor],
     tokens: torch.Tensor,
     mask_id: int,
@@ -50,7 +116,7 @@ def decode(
     schedule: Callable[[float], float] = cosine_schedule,
     choice_temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Fill the masked positions of tokens (B, N). logits_fn: (B, N) long -> (B, N, V) logits.
+    """The plain sampler `decode` is tested against (same arguments, without masked_only).
 
     temperature scales the sampling logits (0 = greedy); choice_temperature scales the Gumbel noise
     on the confidences, annealed linearly to 0 over the rounds (MaskGIT's randomised ranking).

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..devices import linear
+
 
 @dataclass
 class STConfig:
@@ -141,7 +143,7 @@ class STBlock(nn.Module):
     def step(
         self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One new frame against cached context keys/values.
+        """Reference cached step (the plain path the fast one is tested against).
 
         x (B, N, D) new frame; ctx_k/ctx_v (B*N, heads, L+1, hd) with the context in slots :L and
         a scratch slot at L that this call overwrites with the new frame's key/value; cos/sin (1, hd)
@@ -157,6 +159,71 @@ class STBlock(nn.Module):
         xt = xt + self.temporal.merge(attend(q, ctx_k, ctx_v, None, self.cfg.attention))
         xt = xt + self.ffn(self.norm_f(xt))
         return xt.view(b, n, d), k, v
+
+    # -- the fast play path: same arithmetic as `step` in fp32, a fraction of the operations ---------
+    def play_consts(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Per-frame constants: spatial and temporal q/k RMS gains stacked as (2, 1, hd) fp32, with
+        the attention scale folded into q's gain when that is exact (a power of two: 1/8 at hd 64),
+        and the scale still to apply (1.0 when folded)."""
+        scale = self.spatial.head_dim**-0.5
+        fold = math.log2(scale).is_integer()  # x*r*(w*s) == (x*r*w)*s bit for bit only then
+        gains = []
+        for att in (self.spatial, self.temporal):
+            g = torch.stack([att.q_norm.weight.float() * (scale if fold else 1.0), att.k_norm.weight.float()])
+            gains.append(g[:, None, :])
+        return gains[0], gains[1], 1.0 if fold else scale
+
+    def _qk(self, qk: torch.Tensor, gain: torch.Tensor, scale: float) -> torch.Tensor:
+        """QK-norm of q and k at once: qk (..., 2, H, hd) -> fp32. The ops of F.rms_norm's CPU
+        composite (x*rsqrt(mean x^2 + eps), then *w, in fp32) without its wrappers, once for both."""
+        x = qk.float()
+        out = x * x.pow(2).mean(-1, keepdim=True).add_(self.spatial.q_norm.eps).rsqrt_() * gain
+        if scale != 1.0:
+            out[..., 0, :, :] *= scale
+        return out
+
+    def play_step(
+        self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+        consts: tuple[torch.Tensor, torch.Tensor, float], need_output: bool = True,
+    ) -> torch.Tensor | None:
+        """`step` for play: x (B, N, D); ctx_k/ctx_v (B*N, H, L+1, hd), whose dtype is the one both
+        attentions run in (the World keeps fp32: these small batched products run up to 2.5x faster
+        in fp32 than in bf16 on the CPU); cos (hd,), sin (hd,) with the rotate-half sign folded in.
+        Linears go through devices.linear (prepacked bf16 / int8 kernels with fused SiLU and
+        residual add when the World prepared them); norms are called functionally (a module call
+        costs more than a 64-row LayerNorm). Writes the frame's k/v into the scratch slot; returns
+        y (B, N, D), or None without need_output (only the keys/values were wanted)."""
+        b, n, d = x.shape
+        h, hd = self.cfg.heads, d // self.cfg.heads
+        gain_s, gain_t, scale = consts
+        att_dtype = ctx_k.dtype
+        ln_s, ln_t, ln_f = self.norm_s, self.norm_t, self.norm_f
+        # spatial attention among the frame's N tokens
+        qkv = linear(self.spatial.qkv, F.layer_norm(x, (d,), ln_s.weight, ln_s.bias, ln_s.eps)).view(b, n, 3, h, hd)
+        qk = self._qk(qkv[:, :, :2], gain_s, scale).to(att_dtype)  # (B, N, 2, H, hd)
+        q = qk[:, :, 0].transpose(1, 2).reshape(b * h, n, hd)  # views when B = 1
+        k = qk[:, :, 1].transpose(1, 2).reshape(b * h, n, hd)
+        v = qkv[:, :, 2].to(att_dtype).transpose(1, 2).reshape(b * h, n, hd)
+        att = torch.bmm(q, k.transpose(1, 2)).float().softmax(dim=-1).to(att_dtype)  # (B*H, N, N)
+        y = torch.bmm(att, v).view(b, h, n, hd).transpose(1, 2).reshape(b * n, d).to(x.dtype)
+        x = linear(self.spatial.out, y, residual=x.reshape(b * n, d))  # (B*N, D): the temporal batch
+        # temporal attention of each position against its cached context
+        r, length = b * n, ctx_k.shape[2]
+        qkv = linear(self.temporal.qkv, F.layer_norm(x, (d,), ln_t.weight, ln_t.bias, ln_t.eps)).view(r, 3, h, hd)
+        qk = self._qk(qkv[:, :2], gain_t, scale)  # (R, 2, H, hd) fp32
+        # RoPE, rotate-half as a roll with the sign folded into sin; k goes straight into the cache
+        cos_part, sin_part = qk * cos, qk.roll(hd // 2, dims=-1) * sin
+        torch.add(cos_part[:, 1], sin_part[:, 1], out=ctx_k[:, :, -1])
+        ctx_v[:, :, -1] = qkv[:, 2]
+        if not need_output:
+            return None
+        q = torch.add(cos_part[:, 0], sin_part[:, 0]).to(att_dtype).view(r * h, 1, hd)
+        att = torch.bmm(q, ctx_k.view(r * h, length, hd).transpose(1, 2)).float().softmax(dim=-1)
+        y = torch.bmm(att.to(ctx_v.dtype), ctx_v.view(r * h, length, hd)).view(r, d).to(x.dtype)
+        x = linear(self.temporal.out, y, residual=x)
+        lin1, _, lin2 = self.ffn  # Linear, SiLU, Linear
+        x = linear(lin2, linear(lin1, F.layer_norm(x, (d,), ln_f.weight, ln_f.bias, ln_f.eps), act=True), residual=x)
+        return x.view(b, n, d)
 
 
 class STTransformer(nn.Module):
@@ -182,8 +249,12 @@ class STTransformer(nn.Module):
             x = block(x, cos, sin, mask)
         return self.norm(x)
 
-    def step(self, x: torch.Tensor, context: "ContextKV") -> tuple[torch.Tensor, "FrameKV"]:
-        """x (B, N, D) for the frame at position context.position -> (y (B, N, D), its keys/values)."""
+    def step(self, x: torch.Tensor, context: "ContextKV", reference: bool = False) -> tuple[torch.Tensor, "FrameKV"]:
+        """x (B, N, D) for the frame at position context.position -> (y (B, N, D), its keys/values).
+        reference=True runs the plain per-block `step` (the path the fast one is tested against)."""
+        if not reference:
+            y = self.run(x, context)
+            return self.norm(y), context.frame_kv()
         pos = torch.tensor([context.position], device=x.device)
         cos, sin = rope_tables(pos, self.head_dim, self.cfg.rope_base)
         new_kv = []
@@ -191,6 +262,30 @@ class STTransformer(nn.Module):
             x, k, v = block.step(x, ck, cv, cos, sin)
             new_kv.append((k, v))
         return self.norm(x), FrameKV(tuple(new_kv))
+
+    def run(self, x: torch.Tensor, context: "ContextKV", need_output: bool = True) -> torch.Tensor | None:
+        """The fast cached step: x (B, N, D) -> y (B, N, D) before the final norm (callers norm
+        only the rows they need), or None without need_output, which skips everything after the
+        last layer's temporal keys/values. The frame's keys/values stay in context's scratch slot
+        (`context.frame_kv()` copies them out). Runs the torch.compile'd layers if `compile_play`
+        installed them: they see tensors only (no per-frame Python values to recompile on)."""
+        cos, sin, consts = context.prepared(self)
+        layers = self.__dict__.get("_compiled_layers") or self.play_layers
+        return layers(x, context.buffers, cos, sin, consts, need_output)
+
+    def play_layers(self, x: torch.Tensor, buffers: list, cos: torch.Tensor, sin: torch.Tensor, consts: list,
+                    need_output: bool) -> torch.Tensor | None:
+        last = len(self.blocks) - 1
+        for i, (block, (ck, cv)) in enumerate(zip(self.blocks, buffers)):
+            x = block.play_step(x, ck, cv, cos, sin, consts[i], need_output or i < last)
+        return x
+
+    def compile_play(self, enable: bool = True) -> None:
+        """Install (or remove) a torch.compile'd `play_layers`, dynamic in the context length and
+        batch so one compilation serves the whole session. Compilation happens on first use."""
+        self.__dict__.pop("_compiled_layers", None)
+        if enable:
+            self.__dict__["_compiled_layers"] = torch.compile(self.play_layers, dynamic=True)
 
 
 @dataclass(frozen=True)
@@ -211,11 +306,13 @@ class ContextKV:
     """Contiguous per-layer buffers of the context frames' keys/values plus one scratch slot.
 
     Built once per new frame from the last window-1 FrameKVs; every MaskGIT step of that frame reads
-    it and overwrites only the scratch slot, so no step allocates or recomputes context.
+    it and overwrites only the scratch slot, so no step allocates or recomputes context. It also
+    holds what the fast path derives once per frame (RoPE row of the position, fused norm gains).
     """
 
     def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple[int, int, int, int, torch.dtype, torch.device] | None = None) -> None:
         self.position = position
+        self._prepared: tuple | None = None
         buffers = []
         if frames:
             for layer in range(len(frames[0].layers)):
@@ -236,6 +333,20 @@ class ContextKV:
                     )
                 )
         self.buffers = buffers
+
+    def prepared(self, transformer: STTransformer) -> tuple:
+        """(cos (hd,), signed sin (hd,), per-block constants) for the fast path, made once per frame."""
+        if self._prepared is None or self._prepared[0] is not transformer:
+            device = self.buffers[0][0].device
+            cos, sin = rope_tables(torch.tensor([self.position], device=device), transformer.head_dim, transformer.cfg.rope_base)
+            half = transformer.head_dim // 2
+            sin = torch.cat([-sin[0, :half], sin[0, half:]])  # rotate_half(x)*sin == roll(x)*signed sin
+            self._prepared = (transformer, cos[0], sin, [block.play_consts() for block in transformer.blocks])
+        return self._prepared[1:]
+
+    def frame_kv(self) -> FrameKV:
+        """Copy of the new frame's keys/values (the scratch slot) as an immutable FrameKV."""
+        return FrameKV(tuple((k[:, :, -1:].clone(), v[:, :, -1:].clone()) for k, v in self.buffers))
 
 
 def count_params(module: nn.Module) -> int:

@@ -1,0 +1,171 @@
+"""Play speed of a world on this machine, against the machine's own matmul rate (issue 7).
+
+    python benchmarks/bench_play.py [--world coinrun | --preset small] [--steps 25] [--frames 20]
+                                    [--quick] [--compile] [--engine fast|reference] [--no-memory]
+
+One run prints: the FLOPs one frame needs (counted from the config); the fp32 and bf16 matmul rate at
+the model's own shapes (M = tokens per frame, K, N = its widths); ms per frame split into dynamics /
+decode (encode per prompt), frames per second and achieved GFLOP/s for each precision and thread
+count, with the full context window; the same with the cache off (full recompute of the context at
+every MaskGIT step, the baseline of other open implementations); a sweep over MaskGIT steps and
+threads; and the resident memory of a 2,000-frame headless session (it must not grow).
+--engine reference times the plain cached path (the "before" of the optimisations).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import time
+
+import torch
+
+from genie_play.commands.info import frame_flops, model_shapes, time_full_recompute, time_play
+from genie_play.devices import matmul_rate
+from genie_play.models.presets import preset
+from genie_play.world import World, build_models
+
+
+def make_world(args, precision: str) -> World:
+    kwargs = {"engine": args.engine} if args.engine != "fast" else {}  # an older World has no engine
+    if not args.preset:
+        return World.load(args.world, device="cpu", precision=precision, **kwargs)
+    torch.manual_seed(0)
+    cfg = preset(args.preset)
+    m = build_models(cfg)
+    return World(cfg, m["tokenizer"], m["dynamics"], m["lam"].action_codebook().detach(), lam=m["lam"],
+                 device="cpu", precision=precision, **kwargs)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_session(world: World, frames: int, marks: list[int]) -> list[tuple[int, float]]:
+    """RSS after `marks` frames of a headless session (World.step in a loop, 1 MaskGIT step:
+    memory does not depend on the step count, and this keeps 2,000 frames to seconds)."""
+    world.sampling = {"steps": 1}
+    world.seed(0)
+    world.reset(torch.randint(0, 256, (*world.frame_size, 3), dtype=torch.uint8).numpy())
+    out = [(0, rss_mb())]
+    for i in range(1, frames + 1):
+        world.step(i * 7 % world.num_actions)
+        if i in marks:
+            out.append((i, rss_mb()))
+    return out
+
+
+def compiled_row(args, world: World) -> tuple[float, dict[str, float]] | None:
+    """torch.compile of the dynamics and decoder steps (World.compile): compile time and timings."""
+    if not hasattr(world, "compile"):
+        return None
+    t0 = time.perf_counter()
+    ok = world.compile()
+    seconds = time.perf_counter() - t0
+    return (seconds, time_play(world, args.steps, args.frames)) if ok else (seconds, {})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--world", default="coinrun", help="world name or path (default: the bundled coinrun)")
+    ap.add_argument("--preset", help="use random weights of this preset instead of a world (e.g. small)")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--frames", type=int, default=20, help="timed frames per row")
+    ap.add_argument("--quick", action="store_true", help="a ~20 s version: fewer rows, frames and memory frames")
+    ap.add_argument("--compile", action="store_true", help="add a torch.compile row (compile time shown)")
+    ap.add_argument("--engine", default="fast", choices=("fast", "reference"))
+    ap.add_argument("--no-memory", action="store_true", help="skip the 2,000-frame memory session")
+    args = ap.parse_args()
+    if args.quick:
+        args.frames = min(args.frames, 8)
+    threads_all = sorted({1, torch.get_num_threads()})
+    main_threads = max(threads_all)
+    precisions = ["bf16"] if args.quick else ["bf16", "fp32"] + (["int8"] if args.engine == "fast" else [])
+
+    cfg = make_world(args, "fp32").config
+    d = cfg.dynamics
+    flops = frame_flops(cfg, args.steps)
+    shapes = model_shapes(cfg)
+    print(f"world: {args.preset or args.world}  engine: {args.engine}  CPU: {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads available, torch {torch.__version__}")
+    print(f"frame {cfg.tokenizer.frame_size[0]}x{cfg.tokenizer.frame_size[1]}, {d.tokens_per_frame} tokens/frame, "
+          f"context {d.st.window} frames (full), {args.steps} MaskGIT steps")
+    print(f"FLOPs per frame (from the config): dynamics {flops['dynamics'] / 1e9:.2f} G ({args.steps} rounds + 1 "
+          f"record pass, head on masked tokens only), decode {flops['decode'] / 1e9:.2f} G; encode "
+          f"{flops['encode'] / 1e9:.2f} G per prompt")
+    peaks = {}
+    for th in threads_all:
+        torch.set_num_threads(th)
+        for dt in (torch.float32, torch.bfloat16):
+            peaks[th, dt] = matmul_rate(shapes, dt)
+    shape_text = ", ".join(sorted({f"{k}x{n}" for _, k, n in shapes}))
+    print(f"matmul rate at the model's shapes (M={d.tokens_per_frame}; KxN {shape_text}), GFLOP/s: "
+          + "; ".join(f"{th} thread{'s' * (th > 1)}: fp32 {peaks[th, torch.float32]:.0f}, bf16 {peaks[th, torch.bfloat16]:.0f}"
+                      for th in threads_all))
+    print()
+    print("| path | precision | threads | encode ms/prompt | dynamics ms | decode ms | total ms/frame | frames/s "
+          "| dynamics GFLOP/s | % of matmul rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = {}
+    for prec in precisions:
+        world = make_world(args, prec)
+        for th in threads_all if prec == "bf16" else [main_threads]:
+            torch.set_num_threads(th)
+            r = time_play(world, args.steps, args.frames)
+            rows[prec, th] = r
+            gflops = flops["dynamics"] / r["dynamics"] / 1e6
+            ref_dtype = torch.float32 if prec == "fp32" or world.dtype == torch.float32 else torch.bfloat16
+            print(f"| cached ({args.engine}) | {world.device_description} | {th} | {r['encode']:.1f} | {r['dynamics']:.1f} "
+                  f"| {r['decode']:.1f} | {r['total']:.1f} | {r['fps']:.1f} | {gflops:.0f} "
+                  f"| {100 * gflops / peaks[th, ref_dtype]:.0f}% of {'fp32' if ref_dtype == torch.float32 else 'bf16'} |")
+    torch.set_num_threads(main_threads)
+    world = make_world(args, "bf16")
+    full = time_full_recompute(world, args.steps, 2 if args.quick else 3)
+    best = rows["bf16", main_threads]["total"]
+    print(f"| full recompute (cache off) | {world.device_description} | {main_threads} | - | - | - | {full:.0f} | "
+          f"{1e3 / full:.2f} | - | - |")
+    if args.compile:
+        result = compiled_row(args, world)
+        if result is None:
+            print("| torch.compile | - | - | not available in this version |")
+        elif not result[1]:
+            print(f"| torch.compile | fell back to eager after {result[0]:.0f} s | | | | | | | | |")
+        else:
+            r = result[1]
+            print(f"| torch.compile (compile {result[0]:.0f} s) | {world.device_description} | {main_threads} | "
+                  f"{r['encode']:.1f} | {r['dynamics']:.1f} | {r['decode']:.1f} | {r['total']:.1f} | {r['fps']:.1f} "
+                  f"| {flops['dynamics'] / r['dynamics'] / 1e6:.0f} | |")
+    print(f"\ncached vs full recompute at a full context ({main_threads} thread{'s' * (main_threads > 1)}, bf16): "
+          f"{full / best:.1f}x faster")
+
+    steps_list = sorted({1, 8, args.steps} if args.quick else {1, 2, 4, 8, 16, 25, args.steps})
+    print(f"\nframes/s by MaskGIT steps ({world.device_description}, cached):")
+    print("| threads | " + " | ".join(str(s) for s in steps_list) + " |")
+    print("|---|" + "---|" * len(steps_list))
+    sweep_world = make_world(args, "bf16")
+    for th in threads_all:
+        torch.set_num_threads(th)
+        fps = [time_play(sweep_world, s, max(3, args.frames // 3))["fps"] for s in steps_list]
+        print(f"| {th} | " + " | ".join(f"{v:.1f}" for v in fps) + " |")
+    torch.set_num_threads(main_threads)
+
+    if not args.no_memory:
+        frames = 300 if args.quick else 2000
+        marks = [m for m in (50, 100, 250, 500, 1000, 1500, 2000) if m <= frames]
+        session = memory_session(sweep_world, frames, marks)
+        print(f"\nresident memory of a {frames:,}-frame headless session ({sweep_world.device_description}, "
+              f"1 MaskGIT step; memory does not depend on the steps):")
+        print("| frames | " + " | ".join(str(f) for f, _ in session) + " |")
+        print("|---|" + "---|" * len(session))
+        print("| RSS MB | " + " | ".join(f"{m:.0f}" for _, m in session) + " |")
+        growth = session[-1][1] - session[min(2, len(session) - 1)][1]
+        print(f"growth from frame {session[min(2, len(session) - 1)][0]} to {session[-1][0]}: {growth:+.1f} MB; "
+              f"peak RSS of the whole benchmark process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
