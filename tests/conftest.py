@@ -62,3 +62,28 @@ def prompt_path(tmp_path, prompt_image):
     path = tmp_path / "prompt.png"
     Image.fromarray(prompt_image).save(path)
     return path
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Fail the test if anything tries to unpickle (pickle.* or torch.load) while it runs."""
+    import pickle
+
+    import torch
+
+    def boom(*args, **kwargs):
+        pytest.fail("something tried to unpickle / torch.load a bundle")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(module, name, boom)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny training models: a second torch thread only adds contention on a 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

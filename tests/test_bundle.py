@@ -247,15 +247,6 @@ def test_plain_safetensors_without_metadata(tmp_path):
     refused(path, "metadata")
 
 
-@pytest.fixture
-def no_unpickling(monkeypatch):
-    def boom(*args, **kwargs):
-        pytest.fail("something tried to unpickle / torch.load a bundle")
-
-    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
-        monkeypatch.setattr(module, name, boom)
-
-
 def test_pickle_renamed_is_refused_and_never_unpickled(tmp_path, no_unpickling):
     path = tmp_path / "model.safetensors"
     path.write_bytes(pickle.dumps({"tokenizer.w": [1.0, 2.0] * 100, "config": CONFIG}, protocol=4))

@@ -52,15 +52,6 @@ def refused(path, *needles: str, load=bundle.read_bundle) -> str:
     return message
 
 
-@pytest.fixture
-def no_unpickling(monkeypatch):
-    def boom(*args, **kwargs):
-        pytest.fail("something tried to unpickle / torch.load a bundle")
-
-    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
-        monkeypatch.setattr(module, name, boom)
-
-
 # ----- truncation and random damage --------------------------------------------------------------------
 def test_truncated_at_every_offset(tmp_path, small_bytes):
     path = tmp_path / "cut.safetensors"

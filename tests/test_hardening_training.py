@@ -32,12 +32,7 @@ CFG = dict(steps=8, batch_size=4, clip_len=4, lr=1e-2, warmup_steps=2, precision
            checkpoint_every=4, picture_every=0, num_workers=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in conftest.py
 
 
 def trainer(run_dir: Path, **kw) -> Trainer:
