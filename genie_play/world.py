@@ -56,6 +56,8 @@ class World:
         if engine not in ENGINES or precision not in PRECISIONS:
             raise BadSettingError(f"unknown engine {engine!r} or precision {precision!r}: use {'/'.join(ENGINES)} and {'/'.join(PRECISIONS)}")
         self.config, self.engine, self.precision, self.device = config, engine, precision, resolve_device(device)
+        if precision == "int8" and self.device.type != "cpu":
+            raise BadSettingError(f"precision int8 runs on the CPU only (its kernels are fbgemm's); use auto on {self.device.type}")
         # Inference runs with weights cast to the compute dtype (faster than autocast on the CPU,
         # which re-casts weights on every call); fp32 when the device has no fast bf16. int8 = the
         # dynamics' linears in int8 with fp32 activations, everything else as "auto".

@@ -2,6 +2,7 @@
 export writes a playable bundle, and eval prints every metric beside the copy baseline."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -130,3 +131,42 @@ def test_decoder_only_run_keeps_tokens_and_upgrades_an_exported_world(sprite_dat
                  "--init", str(bundle), "steps=3", "batch_size=4", "clip_len=4", *common]) == 0
     assert main(["train", "export", str(dyn), "--out", str(tmp_path / "bad.safetensors"), "--decoder", str(other)]) == 2
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_a_deeper_decoder_starts_as_the_old_one_and_exports(sprite_data, tmp_path):
+    """`model.tokenizer.decoder.depth=N` on a decoder-only warm start: the new blocks start as the
+    identity (same pixels at step 0), and export builds the world with the deeper decoder."""
+    from genie_play.train.cli import _init_from_bundle
+    from genie_play.train.stage_tokenizer import TokenizerTrainer
+
+    common = ["num_workers=0", "picture_every=0", "log_every=1", "warmup_steps=2", "lr=2e-3"]
+    tok, dyn, bundle = tmp_path / "tok", tmp_path / "dyn", tmp_path / "w.safetensors"
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(tok), "--preset", "tiny",
+                 "steps=3", "batch_size=4", "clip_len=4", *common]) == 0
+    assert main(["train", "dynamics", "--data", str(sprite_data), "--run", str(dyn), "--preset", "tiny",
+                 "--tokenizer", str(tok), "steps=2", "batch_size=2", "clip_len=4", *common]) == 0
+    assert main(["train", "export", str(dyn), "--out", str(bundle), "--fp32"]) == 0
+    old = World.load(bundle, device="cpu", precision="fp32")
+    depth = old.config.tokenizer.decoder.depth
+
+    deeper_cfg = dataclasses.replace(old.config.tokenizer, decoder=dataclasses.replace(old.config.tokenizer.decoder, depth=depth + 2))
+    trainer = TokenizerTrainer(deeper_cfg, decoder_only=True)
+    _init_from_bundle(trainer, bundle, ("tokenizer.",))
+    from genie_play.train.data import ClipDataset
+
+    clip = torch.from_numpy(ClipDataset(sprite_data, split="heldout", clip_len=4)[0])[None]
+    tokens = old.tokenizer.encode(clip)
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.tokenizer.decode(tokens), old.tokenizer.decode(tokens), atol=1e-5, rtol=0)
+
+    dec = tmp_path / "dec"
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(dec), "--preset", "small",
+                 "--init", str(bundle), "--decoder-only", f"model.tokenizer.decoder.depth={depth + 2}",
+                 "steps=4", "batch_size=4", "clip_len=4", *common]) == 0  # --init's tokenizer wins over the preset
+    up = tmp_path / "up.safetensors"
+    assert main(["train", "export", str(dyn), "--out", str(up), "--decoder", str(dec), "--fp32"]) == 0
+    new = World.load(up, device="cpu", precision="fp32")
+    assert new.config.tokenizer.decoder.depth == depth + 2
+    assert torch.equal(new.tokenizer.encode(clip), tokens)
+    old_dyn = old.dynamics.state_dict()
+    assert all(torch.equal(v, old_dyn[k]) for k, v in new.dynamics.state_dict().items())  # same dynamics

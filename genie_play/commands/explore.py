@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32", "int8"))
     parser.add_argument("--scale", type=int, default=4, help="upscaling of each tile (default: 4)")
     parser.add_argument("--fps", type=float, default=4.0, help="GIF frame rate (default: 4)")
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world", default=None, metavar="NAME|PATH",
                         help="world name or .safetensors path (default: the bundled coinrun world)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32", "int8"),
                         help="compute precision (default: auto = bf16 where it is fast)")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: random, shown in the HUD)")
     parser.add_argument("--steps", type=int, default=None, help="MaskGIT steps per frame (live: - and =)")

@@ -86,7 +86,26 @@ def _init_from_bundle(module: torch.nn.Module, path: Path, prefixes: tuple[str, 
     if not loaded:
         raise BadSettingError(f"{path}: no tensors match this model's {'/'.join(prefixes)} parts; check the preset")
     module.load_state_dict(loaded, strict=False)
-    print(f"warm start: {len(loaded)} tensors from {path}")
+    fresh = _start_new_blocks_as_identity(module, set(loaded))
+    print(f"warm start: {len(loaded)} tensors from {path}" + (f"; {fresh} new blocks start as identity" if fresh else ""))
+
+
+def _start_new_blocks_as_identity(module: torch.nn.Module, loaded: set[str]) -> int:
+    """Blocks the bundle has no weights for (a deeper model than the one warm-started from, e.g.
+    `model.tokenizer.decoder.depth=6` on a 4-layer decoder) get zeroed residual output projections:
+    each starts as the identity, so step 0 computes exactly what the warm-start world did and the new
+    layers only add what training finds useful."""
+    from ..models.st_block import STBlock
+
+    fresh = 0
+    for name, block in module.named_modules():
+        if isinstance(block, STBlock) and not any(f"{name}.{k}" in loaded for k in block.state_dict()):
+            for linear in (block.spatial.out, block.temporal.out, block.ffn[2]):
+                torch.nn.init.zeros_(linear.weight)
+                if linear.bias is not None:
+                    torch.nn.init.zeros_(linear.bias)
+            fresh += 1
+    return fresh
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     if args.phase == "tokenizer":
         from .stage_tokenizer import TokenizerTrainer
 
+        if args.init:  # a warm start continues that world's architecture, whatever the preset says
+            world_cfg = world_config_from_dict(_tokenizer_source(args.init)[0])
         world_cfg = override(world_cfg, model_over).check() if model_over else world_cfg
         if cfg.clip_len > world_cfg.tokenizer.encoder.window:
             raise BadSettingError(f"clip_len {cfg.clip_len} exceeds the tokenizer window {world_cfg.tokenizer.encoder.window}")
@@ -145,22 +166,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _swap_decoder(tokenizer: torch.nn.Module, run: Path, dtype: torch.dtype) -> None:
-    """Replace the decoder weights by those of a decoder-only run, whose encoder and codebook must be
-    exactly (at the bundle's storage dtype) the ones the dynamics model was trained on; otherwise its
-    tokens would mean something else."""
+def _swap_decoder(cfg: WorldConfig, state: dict[str, torch.Tensor], run: Path, dtype: torch.dtype) -> WorldConfig:
+    """Put the decoder of a decoder-only run into `state` (a phase-2 run's weights) and return the
+    world config with that run's decoder (which may be deeper or wider). Its encoder and codebook
+    must be exactly (at the bundle's storage dtype) the ones the dynamics model was trained on;
+    otherwise its tokens would mean something else."""
     from .stage_tokenizer import ENCODER_PARTS
 
-    _, new_state = _tokenizer_source(run)
-    own = tokenizer.state_dict()
-    if set(new_state) != set(own) or any(new_state[k].shape != v.shape for k, v in own.items()):
-        raise BadSettingError(f"{run}: its tokenizer has a different architecture from this world's")
-    changed = [k for k in own if k.split(".")[0] in ENCODER_PARTS and not torch.equal(own[k].to(dtype), new_state[k].to(dtype))]
+    dec_cfg, new_state = _tokenizer_source(run)
+    new_tok = world_config_from_dict({**to_dict(cfg), "tokenizer": dec_cfg["tokenizer"]}).tokenizer
+    if dataclasses.replace(new_tok, decoder=cfg.tokenizer.decoder) != cfg.tokenizer:
+        raise BadSettingError(f"{run}: its tokenizer differs from this world's in more than the decoder")
+    own = {k[len("tokenizer."):]: v for k, v in state.items() if k.startswith("tokenizer.")}
+    enc = [k for k in own if k.split(".")[0] in ENCODER_PARTS]
+    changed = [k for k in enc if k not in new_state or new_state[k].shape != own[k].shape
+               or not torch.equal(own[k].to(dtype), new_state[k].to(dtype))]
     if changed:
         raise BadSettingError(f"{run}: its encoder differs from the one the dynamics model was trained on "
                               f"({changed[0]}, ...); train it with --decoder-only --init from that world")
-    tokenizer.load_state_dict(new_state)
-    print(f"decoder from {run}")
+    for k in own:
+        del state["tokenizer." + k]
+    state.update({"tokenizer." + k: v for k, v in new_state.items()})
+    print(f"decoder from {run} (depth {new_tok.decoder.depth}, width {new_tok.decoder.dim})")
+    return dataclasses.replace(cfg, tokenizer=new_tok)
 
 
 def export(args: argparse.Namespace) -> int:
@@ -173,11 +201,12 @@ def export(args: argparse.Namespace) -> int:
     if extra.get("phase") != "dynamics":
         raise CheckpointError(f"{args.run}: not a phase-2 (dynamics) run; export needs the LAM and dynamics weights")
     cfg: WorldConfig = world_config_from_dict(extra["world_config"])
+    if args.decoder:
+        state = dict(state)
+        cfg = _swap_decoder(cfg, state, args.decoder, torch.float32 if args.fp32 else torch.bfloat16)
     models = build_models(cfg)
     for name, module in models.items():
         module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
-    if args.decoder:
-        _swap_decoder(models["tokenizer"], args.decoder, torch.float32 if args.fp32 else torch.bfloat16)
     # A JSON list of labels or a `genie-play labels --export` file; checked against the action count.
     labels = read_label_list(args.labels, cfg.dynamics.num_actions) if args.labels else None
     card = {"run": str(args.run), "step": meta.get("step"), "data": extra.get("data"),
