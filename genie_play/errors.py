@@ -41,3 +41,12 @@ class CheckpointError(GenieError):
 
 class OutputError(GenieError):
     """A file that cannot be written: its folder is missing or not writable, or the disk is full."""
+
+
+def one_line_reason(err: BaseException) -> str:
+    """One line saying why an operation (usually a write) failed: the OS's words for an OSError,
+    else the first line of the message (safetensors reports I/O errors as SafetensorError)."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    lines = str(err).strip().splitlines()
+    return lines[0][:160] if lines else type(err).__name__

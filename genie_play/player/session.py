@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GenieError
+from ..errors import GenieError, one_line_reason
 
 
 class HeldKeys:
@@ -135,7 +135,7 @@ class FileWriter:
             folder = Path(self._folder())
             return True, f"{what}: {job(_ready_folder(folder))}"
         except OSError as err:  # OutputError is a GenieError; these are the folder's own errors
-            problem = f"{folder} is not writable ({_reason(err)})" if folder is not None else _reason(err)
+            problem = f"{folder} is not writable ({one_line_reason(err)})" if folder is not None else one_line_reason(err)
         except GenieError as err:
             problem = str(err)
         try:
@@ -236,12 +236,6 @@ def _ready_folder(folder: Path) -> Path:
     if not folder.is_dir():
         raise NotADirectoryError(20, "Not a directory", str(folder))
     return folder
-
-
-def _reason(err: BaseException) -> str:
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def free_path(folder: Path, stem: str, suffix: str) -> Path:

@@ -34,7 +34,7 @@ from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, one_line_reason
 
 FORMAT = "genie-play-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -107,7 +107,7 @@ def write_checkpoint(run_dir: Path, tensors: dict[str, torch.Tensor], meta: dict
         _fsync_dir(run_dir)
     except (OSError, SafetensorError) as err:
         raise CheckpointError(
-            f"could not write checkpoint {latest}: {_reason(err)}; free disk space or use another run folder "
+            f"could not write checkpoint {latest}: {one_line_reason(err)}; free disk space or use another run folder "
             f"(earlier checkpoints in {run_dir} are intact)"
         ) from err
     finally:  # also on Ctrl-C / SIGTERM raised inside the write: never leave a temporary file
@@ -128,14 +128,6 @@ def _keep_as_prev(latest: Path, prev: Path, prev_tmp: Path) -> None:
         os.replace(latest, prev)
         return
     os.replace(prev_tmp, prev)
-
-
-def _reason(err: BaseException) -> str:
-    """One line saying why a write failed (safetensors reports I/O errors as SafetensorError)."""
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
-    lines = str(err).strip().splitlines()
-    return lines[0][:160] if lines else type(err).__name__
 
 
 def _read_header(path: Path) -> dict[str, Any]:
