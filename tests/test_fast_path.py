@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from genie_play import World
-from genie_play.devices import fast_bf16_kernels, linear, pack_linears
+from genie_play.devices import cpu_int8_kernels, fast_bf16_kernels, linear, pack_linears
 from genie_play.models import maskgit
 from genie_play.models.dynamics import DynamicsModel
 from genie_play.models.presets import override, preset
@@ -178,6 +178,27 @@ def test_reduced_precision_plays_close_to_fp32(tiny_world_path, prompt_image, pr
         a = fp32.dynamics.step(tokens, None, ContextKV([], 0, empty))[0]
         b = world.dynamics.step(tokens, None, ContextKV([], 0, empty))[0].float()
     assert (a - b).abs().max() < 0.1 * a.abs().max()
+
+
+@pytest.mark.skipif(not cpu_int8_kernels(), reason="no fbgemm int8 kernels on this CPU")
+def test_int8_is_the_cpu_default_and_batches_equal_single_rollouts(tiny_world_path, prompt_image):
+    """int8 quantises activations per call: each frame of a batch gets its own scale, so the
+    explorer and batched rollouts give exactly the frames of single rollouts."""
+    world = World.load(tiny_world_path, device="cpu")  # precision auto
+    assert world.precision == "int8" and "int8" in world.device_description
+    assert World.load(tiny_world_path, device="cpu", engine="reference").precision == "auto"
+    world.seed(0)
+    world.reset(prompt_image)
+    world.step(3)
+    grid = world.explore(3, seed=5)
+    start = world.snapshot()
+    for a in range(world.num_actions):
+        world.restore(start)
+        world.seed(5)
+        assert np.array_equal(np.stack([world.step(a) for _ in range(3)]), grid[a]), a
+    prompts = np.stack([prompt_image, prompt_image[::-1].copy()])
+    batch = world.rollout_batch(prompts, np.array([[1, 2, 3], [4, 5, 6]]), seed=2)
+    assert np.array_equal(batch[1], world.rollout(prompts[1], [4, 5, 6], seed=2))
 
 
 @pytest.mark.skipif(not fast_bf16_kernels(), reason="no oneDNN bf16 kernels on this CPU")
