@@ -54,7 +54,7 @@ def cpu_has_bf16() -> bool:
 
 def cpu_int8_kernels() -> bool:
     """fbgemm's int8 linears are available (x86 with AVX2 or better): the dynamics' play precision
-    when the user says auto. Measured on the bundled world: 1.35x the frames/s of bf16, held-out
+    when the user says auto. Measured on the bundled world: 1.1-1.35x the frames/s of bf16, held-out
     rollout PSNR within 0.2 dB of fp32 (weights/README.md)."""
     import platform
 

@@ -87,7 +87,8 @@ class World:
     @classmethod
     def load(cls, name: str | Path = "coinrun", device: str | torch.device = "auto", precision: str = "auto", engine: str = "fast") -> "World":
         """Load a world bundle by name or path (see bundle.resolve_world for the search order).
-        precision: auto | fp32 | bf16 | int8 (dynamics); engine: fast | reference (the plain path)."""
+        precision: auto (int8 dynamics on x86 CPUs, else bf16 where it is fast) | fp32 | bf16 | int8;
+        engine: fast | reference (the plain path)."""
         path = bundle_io.resolve_world(name)
         b = bundle_io.read_bundle(path)
         with_lam = any(k.startswith("lam.") for k in b.tensors)
