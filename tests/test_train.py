@@ -98,16 +98,25 @@ def test_export_refuses_a_tokenizer_run(sprite_data, tmp_path):
     assert main(["train", "export", str(run), "--out", str(tmp_path / "x.safetensors")]) == 2
 
 
+FAST_RUN = ["num_workers=0", "picture_every=0", "log_every=1", "warmup_steps=2", "lr=2e-3"]
+
+
+def _tiny_world_from_runs(data, tmp_path, tokenizer_steps: int, *export_flags: str):
+    """A tiny tokenizer run, a 2-step dynamics run on its tokens, and their export: (dyn run, bundle)."""
+    tok, dyn, bundle = tmp_path / "tok", tmp_path / "dyn", tmp_path / "w.safetensors"
+    assert main(["train", "tokenizer", "--data", str(data), "--run", str(tok), "--preset", "tiny",
+                 f"steps={tokenizer_steps}", "batch_size=4", "clip_len=4", *FAST_RUN]) == 0
+    assert main(["train", "dynamics", "--data", str(data), "--run", str(dyn), "--preset", "tiny",
+                 "--tokenizer", str(tok), "steps=2", "batch_size=2", "clip_len=4", *FAST_RUN]) == 0
+    assert main(["train", "export", str(dyn), "--out", str(bundle), *export_flags]) == 0
+    return dyn, bundle
+
+
 def test_decoder_only_run_keeps_tokens_and_upgrades_an_exported_world(sprite_data, tmp_path):
     """A decoder-only run never changes a frame's tokens, so its decoder can be swapped into a world
     whose dynamics were trained on those tokens; a run that changed the encoder is refused."""
-    common = ["num_workers=0", "picture_every=0", "log_every=1", "warmup_steps=2", "lr=2e-3"]
-    tok, dyn, bundle = tmp_path / "tok", tmp_path / "dyn", tmp_path / "w.safetensors"
-    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(tok), "--preset", "tiny",
-                 "steps=6", "batch_size=4", "clip_len=4", *common]) == 0
-    assert main(["train", "dynamics", "--data", str(sprite_data), "--run", str(dyn), "--preset", "tiny",
-                 "--tokenizer", str(tok), "steps=2", "batch_size=2", "clip_len=4", *common]) == 0
-    assert main(["train", "export", str(dyn), "--out", str(bundle)]) == 0
+    dyn, bundle = _tiny_world_from_runs(sprite_data, tmp_path, 6)
+    common = FAST_RUN
 
     dec = tmp_path / "dec"
     assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(dec), "--preset", "tiny",
@@ -139,13 +148,8 @@ def test_a_deeper_decoder_starts_as_the_old_one_and_exports(sprite_data, tmp_pat
     from genie_play.train.cli import _init_from_bundle
     from genie_play.train.stage_tokenizer import TokenizerTrainer
 
-    common = ["num_workers=0", "picture_every=0", "log_every=1", "warmup_steps=2", "lr=2e-3"]
-    tok, dyn, bundle = tmp_path / "tok", tmp_path / "dyn", tmp_path / "w.safetensors"
-    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(tok), "--preset", "tiny",
-                 "steps=3", "batch_size=4", "clip_len=4", *common]) == 0
-    assert main(["train", "dynamics", "--data", str(sprite_data), "--run", str(dyn), "--preset", "tiny",
-                 "--tokenizer", str(tok), "steps=2", "batch_size=2", "clip_len=4", *common]) == 0
-    assert main(["train", "export", str(dyn), "--out", str(bundle), "--fp32"]) == 0
+    dyn, bundle = _tiny_world_from_runs(sprite_data, tmp_path, 3, "--fp32")
+    common = FAST_RUN
     old = World.load(bundle, device="cpu", precision="fp32")
     depth = old.config.tokenizer.decoder.depth
 
