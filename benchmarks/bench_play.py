@@ -122,7 +122,7 @@ def main() -> None:
             torch.set_num_threads(th)
             samples[prec, th].append(time_play(worlds[prec], args.steps, max(2, args.frames // rounds)))
         torch.set_num_threads(main_threads)  # the baseline, in the same rounds
-        fulls.append(time_full_recompute(worlds.get("bf16") or make_world(args, "bf16"), args.steps, 1))
+        fulls.append(time_full_recompute(worlds["bf16"], args.steps, 1))  # bf16 is always a row
     rows = {key: sorted(v, key=lambda r: r["total"])[len(v) // 2] for key, v in samples.items()}
     for (prec, th), r in rows.items():
         world = worlds[prec]

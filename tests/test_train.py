@@ -116,11 +116,10 @@ def test_decoder_only_run_keeps_tokens_and_upgrades_an_exported_world(sprite_dat
     """A decoder-only run never changes a frame's tokens, so its decoder can be swapped into a world
     whose dynamics were trained on those tokens; a run that changed the encoder is refused."""
     dyn, bundle = _tiny_world_from_runs(sprite_data, tmp_path, 6)
-    common = FAST_RUN
 
     dec = tmp_path / "dec"
     assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(dec), "--preset", "tiny",
-                 "--init", str(bundle), "--decoder-only", "steps=20", "batch_size=8", "clip_len=4", *common]) == 0
+                 "--init", str(bundle), "--decoder-only", "steps=20", "batch_size=8", "clip_len=4", *FAST_RUN]) == 0
     mse = losses(dec, "mse")
     assert np.mean(mse[-5:]) < np.mean(mse[:5]), mse
 
@@ -137,7 +136,7 @@ def test_decoder_only_run_keeps_tokens_and_upgrades_an_exported_world(sprite_dat
     # a full tokenizer run from the same world changes the encoder: not a decoder upgrade for it
     other = tmp_path / "other"
     assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(other), "--preset", "tiny",
-                 "--init", str(bundle), "steps=3", "batch_size=4", "clip_len=4", *common]) == 0
+                 "--init", str(bundle), "steps=3", "batch_size=4", "clip_len=4", *FAST_RUN]) == 0
     assert main(["train", "export", str(dyn), "--out", str(tmp_path / "bad.safetensors"), "--decoder", str(other)]) == 2
     assert not (tmp_path / "bad.safetensors").exists()
 
@@ -149,7 +148,6 @@ def test_a_deeper_decoder_starts_as_the_old_one_and_exports(sprite_data, tmp_pat
     from genie_play.train.stage_tokenizer import TokenizerTrainer
 
     dyn, bundle = _tiny_world_from_runs(sprite_data, tmp_path, 3, "--fp32")
-    common = FAST_RUN
     old = World.load(bundle, device="cpu", precision="fp32")
     depth = old.config.tokenizer.decoder.depth
 
@@ -166,7 +164,7 @@ def test_a_deeper_decoder_starts_as_the_old_one_and_exports(sprite_data, tmp_pat
     dec = tmp_path / "dec"
     assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(dec), "--preset", "small",
                  "--init", str(bundle), "--decoder-only", f"model.tokenizer.decoder.depth={depth + 2}",
-                 "steps=4", "batch_size=4", "clip_len=4", *common]) == 0  # --init's tokenizer wins over the preset
+                 "steps=4", "batch_size=4", "clip_len=4", *FAST_RUN]) == 0  # --init's tokenizer wins over the preset
     up = tmp_path / "up.safetensors"
     assert main(["train", "export", str(dyn), "--out", str(up), "--decoder", str(dec), "--fp32"]) == 0
     new = World.load(up, device="cpu", precision="fp32")
