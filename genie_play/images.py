@@ -201,12 +201,14 @@ def _exif_transpose(img, name: str):
 def _crop_box(width: int, height: int, out_h: int, out_w: int) -> tuple[float, float, float, float]:
     """The centred box of the target aspect ratio inside a width x height image (fractional)."""
     target = out_w / out_h
+    # min/max: at equal aspect ratios float rounding can make the crop a hair larger than the image
+    # (17 / (17 / 7) = 7.000000000000001), which Pillow refuses as a negative box offset.
     if width / height > target:  # too wide: crop the sides
-        crop_w = height * target
-        left = (width - crop_w) / 2
+        crop_w = min(float(width), height * target)
+        left = max(0.0, (width - crop_w) / 2)
         return (left, 0.0, left + crop_w, float(height))
-    crop_h = width / target  # too tall: crop top and bottom
-    top = (height - crop_h) / 2
+    crop_h = min(float(height), width / target)  # too tall: crop top and bottom
+    top = max(0.0, (height - crop_h) / 2)
     return (0.0, top, float(width), top + crop_h)
 
 

@@ -339,3 +339,10 @@ def test_corrupted_valid_files_only_ever_raise_bad_image(tmp_path, index, flips,
         assert "\n" not in str(err)
     else:
         assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+
+
+def test_equal_aspect_ratios_load_despite_float_rounding(tmp_path):
+    """17 / (17 / 7) is 7.000000000000001 in floats: the crop must not reach outside the image."""
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (7, 17, 3), dtype=np.uint8)).save(path)
+    assert load_image(path, size=(7, 17)).shape == (7, 17, 3)
