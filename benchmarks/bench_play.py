@@ -26,8 +26,16 @@ from genie_play.models.presets import preset
 from genie_play.world import World, build_models
 
 
-def make_world(args, precision: str) -> World:
+# Rows: precision, plus "int8-ops", the int8 path with its attentions on PyTorch operations instead
+# of the fused C kernels (models/play_kernels.py): the "before" of those kernels.
+ROW_PRECISION = {"int8-ops": "int8"}
+
+
+def make_world(args, row: str) -> World:
+    precision = ROW_PRECISION.get(row, row)
     kwargs = {"engine": args.engine} if args.engine != "fast" else {}  # an older World has no engine
+    if row == "int8-ops":
+        kwargs["kernels"] = False
     if not args.preset:
         return World.load(args.world, device="cpu", precision=precision, **kwargs)
     torch.manual_seed(0)
@@ -84,7 +92,7 @@ def main() -> None:
         args.frames = min(args.frames, 8)
     threads_all = sorted({1, torch.get_num_threads()})
     main_threads = max(threads_all)
-    precisions = ["bf16"] if args.quick else ["bf16", "fp32"] + (["int8"] if args.engine == "fast" else [])
+    precisions = ["bf16"] if args.quick else ["bf16", "fp32"] + (["int8-ops", "int8"] if args.engine == "fast" else [])
 
     cfg = make_world(args, "fp32").config
     d = cfg.dynamics
@@ -128,7 +136,8 @@ def main() -> None:
         world = worlds[prec]
         gflops = flops["dynamics"] / r["dynamics"] / 1e6
         ref_dtype = torch.float32 if prec == "fp32" or world.dtype == torch.float32 else torch.bfloat16
-        print(f"| cached ({args.engine}) | {world.device_description} | {th} | {r['encode']:.1f} | {r['dynamics']:.1f} "
+        label = world.device_description + {"int8": ", fused attention", "int8-ops": ", torch-op attention"}.get(prec, "")
+        print(f"| cached ({args.engine}) | {label} | {th} | {r['encode']:.1f} | {r['dynamics']:.1f} "
               f"| {r['decode']:.1f} | {r['total']:.1f} | {r['fps']:.1f} | {gflops:.0f} "
               f"| {100 * gflops / peaks[th, ref_dtype]:.0f}% of {'fp32' if ref_dtype == torch.float32 else 'bf16'} |")
     torch.set_num_threads(main_threads)
@@ -153,12 +162,14 @@ def main() -> None:
     if ("int8", main_threads) in rows:  # the CPU default, against the fastest float recompute
         print(f"cached int8 dynamics (the CPU default) vs the bf16 full recompute: "
               f"{full / rows['int8', main_threads]['total']:.1f}x faster")
+        print(f"fused attention kernels vs the same int8 path on torch operations: "
+              f"{rows['int8-ops', main_threads]['total'] / rows['int8', main_threads]['total']:.2f}x faster")
 
     steps_list = sorted({1, 8, args.steps} if args.quick else {1, 2, 4, 8, 16, 25, args.steps})
-    print(f"\nframes/s by MaskGIT steps ({world.device_description}, cached):")
+    sweep_world = make_world(args, "auto")  # what the player runs
+    print(f"\nframes/s by MaskGIT steps ({sweep_world.device_description}, cached, attention: {getattr(sweep_world, 'attention_path', 'PyTorch operations')}):")
     print("| threads | " + " | ".join(str(s) for s in steps_list) + " |")
     print("|---|" + "---|" * len(steps_list))
-    sweep_world = make_world(args, "bf16")
     for th in threads_all:
         torch.set_num_threads(th)
         fps = [time_play(sweep_world, s, max(3, args.frames // 3))["fps"] for s in steps_list]

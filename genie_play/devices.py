@@ -136,9 +136,10 @@ class _PackedLinear:
             if residual is not None and not act:
                 return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, self.bias, "add")
             y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "swish" if act else "none", [], "")
-        else:
+        else:  # y is a fresh tensor: the epilogue can work in place (same values, no allocation)
             y = self._int8(x).view(*x.shape[:-1], self.out_features)
-            y = F.silu(y) if act else y
+            y = F.silu(y, inplace=True) if act else y
+            return y if residual is None else y.add_(residual)
         return y if residual is None else residual + y
 
 

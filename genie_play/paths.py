@@ -37,6 +37,10 @@ def user_config_dir() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME))
 
 
+def user_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
 def user_pictures_dir() -> Path:
     return Path(platformdirs.user_pictures_dir()) / APP_NAME
 

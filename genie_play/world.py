@@ -23,7 +23,7 @@ from . import bundle as bundle_io
 from .devices import PRECISIONS, autocast_dtype, cpu_int8_kernels, describe, pack_for_play, pack_linears, resolve_device
 from .errors import BadActionError, BadSettingError
 from .images import load_image
-from .models import maskgit
+from .models import maskgit, play_kernels
 from .models.dynamics import DynamicsModel
 from .models.lam import LatentActionModel
 from .models.presets import WorldConfig, to_dict, world_config_from_dict
@@ -51,7 +51,7 @@ class World:
         self, config: WorldConfig, tokenizer: Tokenizer, dynamics: DynamicsModel, action_codes: torch.Tensor,
         lam: LatentActionModel | None = None, device: str | torch.device = "cpu", precision: str = "auto",
         labels: list[str] | None = None, world_id: str = "", card: dict | None = None, path: Path | None = None,
-        engine: str = "fast",
+        engine: str = "fast", kernels: bool = True,
     ) -> None:
         if engine not in ENGINES or precision not in PRECISIONS:
             raise BadSettingError(f"unknown engine {engine!r} or precision {precision!r}: use {'/'.join(ENGINES)} and {'/'.join(PRECISIONS)}")
@@ -73,6 +73,7 @@ class World:
         # fp32 cache whatever the compute dtype: the hundreds of tiny batched products of attention
         # against the context run ~2.5x faster in fp32 than in bf16 on the CPU (and it is a few MB).
         self.kv_dtype = torch.float32 if engine == "fast" else self.dtype
+        self.kernels = kernels  # allow play_kernels' fused attentions (int8 on the CPU only)
         self._pack_kernels()
         self.labels = list(labels) if labels else [""] * self.num_actions
         self.world_id, self.card, self.path = world_id, card or {}, path
@@ -85,10 +86,12 @@ class World:
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def load(cls, name: str | Path = "coinrun", device: str | torch.device = "auto", precision: str = "auto", engine: str = "fast") -> "World":
+    def load(cls, name: str | Path = "coinrun", device: str | torch.device = "auto", precision: str = "auto",
+             engine: str = "fast", kernels: bool = True) -> "World":
         """Load a world bundle by name or path (see bundle.resolve_world for the search order).
         precision: auto (int8 dynamics on x86 CPUs, else bf16 where it is fast) | fp32 | bf16 | int8;
-        engine: fast | reference (the plain path)."""
+        engine: fast | reference (the plain path); kernels: False keeps the int8 path's attentions
+        on PyTorch operations instead of the fused C kernels (models/play_kernels.py)."""
         path = bundle_io.resolve_world(name)
         b = bundle_io.read_bundle(path)
         with_lam = any(k.startswith("lam.") for k in b.tensors)
@@ -115,7 +118,7 @@ class World:
         return cls(
             config, models["tokenizer"], models["dynamics"], b.tensors["actions.codebook"].float(),
             lam=models.get("lam"), device=device, precision=precision, labels=b.labels,
-            world_id=b.world_id, card=b.card, path=path, engine=engine,
+            world_id=b.world_id, card=b.card, path=path, engine=engine, kernels=kernels,
         )
 
     def save(self, path: str | Path, include_lam: bool = True, labels: list[str] | None = None, card: dict | None = None, dtype: torch.dtype | None = torch.bfloat16) -> None:
@@ -137,6 +140,14 @@ class World:
         if self.precision == "int8":
             return f"{self.device.type} int8"
         return describe(self.device, None if self.dtype == torch.float32 else self.dtype)
+
+    @property
+    def attention_path(self) -> str:
+        """How the dynamics' attentions run in play: the fused C kernels or PyTorch operations (why)."""
+        if self.dynamics.transformer.blocks[0].__dict__.get("_kernels") is not None:
+            return "fused C kernels"
+        why = play_kernels.unavailable_reason() if self.precision == "int8" and self.kernels else None
+        return "PyTorch operations" + (f" (fused kernels: {why})" if why else "")
 
     @property
     def sampling(self) -> dict:
@@ -304,6 +315,10 @@ class World:
         if self.engine == "fast" and self.device.type == "cpu":
             d = self.config.dynamics  # int8 activations are quantised per frame of tokens (see devices)
             pack_for_play(self.dynamics, int8=self.precision == "int8", rows_per_item=d.tokens_per_frame + (d.action_mode == "token"))
+            # int8 already rounds differently from fp32: there the attentions may take fused C
+            # kernels too (fp32 keeps PyTorch's operations, which the reference path matches exactly)
+            fused = self.precision == "int8" and self.kernels and play_kernels.supports_head_dim(self.dynamics.transformer.head_dim)
+            self.dynamics.transformer.use_kernels(play_kernels.load() if fused else None)
             pack_for_play(self.tokenizer.decoder)
             pack_for_play(self.tokenizer.dec_out)
 
@@ -410,5 +425,6 @@ def export_tensors(tokenizer, dynamics, action_codes, lam=None) -> dict[str, tor
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
-def load_world(name: str | Path = "coinrun", device: str = "auto", precision: str = "auto", engine: str = "fast") -> World:
-    return World.load(name, device=device, precision=precision, engine=engine)
+def load_world(name: str | Path = "coinrun", device: str = "auto", precision: str = "auto", engine: str = "fast",
+               kernels: bool = True) -> World:
+    return World.load(name, device=device, precision=precision, engine=engine, kernels=kernels)

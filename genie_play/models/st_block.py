@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..devices import linear
+
+if TYPE_CHECKING:
+    from .play_kernels import PlayKernels
 
 
 @dataclass
@@ -184,7 +188,7 @@ class STBlock(nn.Module):
 
     def play_step(
         self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-        consts: tuple[torch.Tensor, torch.Tensor, float], need_output: bool = True,
+        consts: tuple[torch.Tensor, torch.Tensor, float], need_output: bool = True, ctx_kt: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """`step` for play: x (B, N, D); ctx_k/ctx_v (B*N, H, L+1, hd), whose dtype is the one both
         attentions run in (the World keeps fp32: these small batched products run up to 2.5x faster
@@ -192,38 +196,65 @@ class STBlock(nn.Module):
         Linears go through devices.linear (prepacked bf16 / int8 kernels with fused SiLU and
         residual add when the World prepared them); norms are called functionally (a module call
         costs more than a 64-row LayerNorm). Writes the frame's k/v into the scratch slot; returns
-        y (B, N, D), or None without need_output (only the keys/values were wanted)."""
+        y (B, N, D), or None without need_output (only the keys/values were wanted). With fused
+        kernels installed (`STTransformer.use_kernels`), both attentions are one C call each and
+        ctx_kt (B*N, H, hd, L+1), the keys transposed, must be given (and is kept in step)."""
         b, n, d = x.shape
-        h, hd = self.cfg.heads, d // self.cfg.heads
         gain_s, gain_t, scale = consts
-        att_dtype = ctx_k.dtype
         ln_s, ln_t, ln_f = self.norm_s, self.norm_t, self.norm_f
+        fused = self.__dict__.get("_kernels")  # play_kernels.PlayKernels when the World installed them
         # spatial attention among the frame's N tokens
-        qkv = linear(self.spatial.qkv, F.layer_norm(x, (d,), ln_s.weight, ln_s.bias, ln_s.eps)).view(b, n, 3, h, hd)
-        qk = self._qk(qkv[:, :, :2], gain_s, scale).to(att_dtype)  # (B, N, 2, H, hd)
+        qkv = linear(self.spatial.qkv, F.layer_norm(x, (d,), ln_s.weight, ln_s.bias, ln_s.eps))
+        if fused is not None:
+            y = fused.spatial(qkv.view(b, n, 3, self.cfg.heads, -1), gain_s[0, 0], gain_s[1, 0], self.spatial.q_norm.eps, scale)
+        else:
+            y = self._spatial_mix(qkv, b, n, gain_s, scale, ctx_k.dtype)
+        x = linear(self.spatial.out, y.to(x.dtype), residual=x.reshape(b * n, d))  # (B*N, D): the temporal batch
+        # temporal attention of each position against its cached context
+        qkv = linear(self.temporal.qkv, F.layer_norm(x, (d,), ln_t.weight, ln_t.bias, ln_t.eps))
+        if fused is not None:
+            qkv = qkv.view(b * n, 3, self.cfg.heads, -1)
+            y = fused.temporal(qkv, gain_t[0, 0], gain_t[1, 0], self.spatial.q_norm.eps, scale, cos, sin, ctx_k, ctx_kt, ctx_v, need_output)
+        else:
+            y = self._temporal_mix(qkv, gain_t, scale, cos, sin, ctx_k, ctx_v, need_output)
+        if not need_output:
+            return None
+        x = linear(self.temporal.out, y.to(x.dtype), residual=x)
+        lin1, _, lin2 = self.ffn  # Linear, SiLU, Linear
+        x = linear(lin2, linear(lin1, F.layer_norm(x, (d,), ln_f.weight, ln_f.bias, ln_f.eps), act=True), residual=x)
+        return x.view(b, n, d)
+
+    def _spatial_mix(self, qkv: torch.Tensor, b: int, n: int, gain: torch.Tensor, scale: float, att_dtype: torch.dtype) -> torch.Tensor:
+        """qkv (B*N, 3D) -> attention output (B*N, D) in att_dtype, with PyTorch operations."""
+        h = self.cfg.heads
+        hd = qkv.shape[-1] // (3 * h)
+        qkv = qkv.view(b, n, 3, h, hd)
+        qk = self._qk(qkv[:, :, :2], gain, scale).to(att_dtype)  # (B, N, 2, H, hd)
         q = qk[:, :, 0].transpose(1, 2).reshape(b * h, n, hd)  # views when B = 1
         k = qk[:, :, 1].transpose(1, 2).reshape(b * h, n, hd)
         v = qkv[:, :, 2].to(att_dtype).transpose(1, 2).reshape(b * h, n, hd)
         att = torch.bmm(q, k.transpose(1, 2)).float().softmax(dim=-1).to(att_dtype)  # (B*H, N, N)
-        y = torch.bmm(att, v).view(b, h, n, hd).transpose(1, 2).reshape(b * n, d).to(x.dtype)
-        x = linear(self.spatial.out, y, residual=x.reshape(b * n, d))  # (B*N, D): the temporal batch
-        # temporal attention of each position against its cached context
-        r, length = b * n, ctx_k.shape[2]
-        qkv = linear(self.temporal.qkv, F.layer_norm(x, (d,), ln_t.weight, ln_t.bias, ln_t.eps)).view(r, 3, h, hd)
-        qk = self._qk(qkv[:, :2], gain_t, scale)  # (R, 2, H, hd) fp32
+        return torch.bmm(att, v).view(b, h, n, hd).transpose(1, 2).reshape(b * n, h * hd)
+
+    def _temporal_mix(
+        self, qkv: torch.Tensor, gain: torch.Tensor, scale: float, cos: torch.Tensor, sin: torch.Tensor,
+        ctx_k: torch.Tensor, ctx_v: torch.Tensor, need_output: bool,
+    ) -> torch.Tensor | None:
+        """qkv (R, 3D) -> attention output (R, D) against the cache, with PyTorch operations;
+        writes the new frame's key/value into the scratch slot first."""
+        r, length, h = qkv.shape[0], ctx_k.shape[2], self.cfg.heads
+        hd = qkv.shape[-1] // (3 * h)
+        qkv = qkv.view(r, 3, h, hd)
+        qk = self._qk(qkv[:, :2], gain, scale)  # (R, 2, H, hd) fp32
         # RoPE, rotate-half as a roll with the sign folded into sin; k goes straight into the cache
         cos_part, sin_part = qk * cos, qk.roll(hd // 2, dims=-1) * sin
         torch.add(cos_part[:, 1], sin_part[:, 1], out=ctx_k[:, :, -1])
         ctx_v[:, :, -1] = qkv[:, 2]
         if not need_output:
             return None
-        q = torch.add(cos_part[:, 0], sin_part[:, 0]).to(att_dtype).view(r * h, 1, hd)
+        q = torch.add(cos_part[:, 0], sin_part[:, 0]).to(ctx_k.dtype).view(r * h, 1, hd)
         att = torch.bmm(q, ctx_k.view(r * h, length, hd).transpose(1, 2)).float().softmax(dim=-1)
-        y = torch.bmm(att.to(ctx_v.dtype), ctx_v.view(r * h, length, hd)).view(r, d).to(x.dtype)
-        x = linear(self.temporal.out, y, residual=x)
-        lin1, _, lin2 = self.ffn  # Linear, SiLU, Linear
-        x = linear(lin2, linear(lin1, F.layer_norm(x, (d,), ln_f.weight, ln_f.bias, ln_f.eps), act=True), residual=x)
-        return x.view(b, n, d)
+        return torch.bmm(att.to(ctx_v.dtype), ctx_v.view(r * h, length, hd)).view(r, h * hd)
 
 
 class STTransformer(nn.Module):
@@ -271,14 +302,21 @@ class STTransformer(nn.Module):
         installed them: they see tensors only (no per-frame Python values to recompile on)."""
         cos, sin, consts = context.prepared(self)
         layers = self.__dict__.get("_compiled_layers") or self.play_layers
-        return layers(x, context.buffers, cos, sin, consts, need_output)
+        keys_t = context.keys_transposed() if self.blocks[0].__dict__.get("_kernels") else [None] * len(self.blocks)
+        return layers(x, context.buffers, cos, sin, consts, need_output, keys_t)
 
     def play_layers(self, x: torch.Tensor, buffers: list, cos: torch.Tensor, sin: torch.Tensor, consts: list,
-                    need_output: bool) -> torch.Tensor | None:
+                    need_output: bool, keys_t: list) -> torch.Tensor | None:
         last = len(self.blocks) - 1
         for i, (block, (ck, cv)) in enumerate(zip(self.blocks, buffers)):
-            x = block.play_step(x, ck, cv, cos, sin, consts[i], need_output or i < last)
+            x = block.play_step(x, ck, cv, cos, sin, consts[i], need_output or i < last, keys_t[i])
         return x
+
+    def use_kernels(self, kernels: "PlayKernels | None") -> None:
+        """Run the play path's attentions through fused C kernels (play_kernels.load()), or back
+        through PyTorch's operations with None. Only for fp32 activations and caches."""
+        for block in self.blocks:
+            block.__dict__["_kernels"] = kernels
 
     def compile_play(self, enable: bool = True) -> None:
         """Install (or remove) a torch.compile'd `play_layers`, dynamic in the context length and
@@ -313,6 +351,7 @@ class ContextKV:
     def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple[int, int, int, int, torch.dtype, torch.device] | None = None) -> None:
         self.position = position
         self._prepared: tuple | None = None
+        self._keys_t: list[torch.Tensor] | None = None
         buffers = []
         if frames:
             for layer in range(len(frames[0].layers)):
@@ -343,6 +382,13 @@ class ContextKV:
             sin = torch.cat([-sin[0, :half], sin[0, half:]])  # rotate_half(x)*sin == roll(x)*signed sin
             self._prepared = (transformer, cos[0], sin, [block.play_consts() for block in transformer.blocks])
         return self._prepared[1:]
+
+    def keys_transposed(self) -> list[torch.Tensor]:
+        """Per layer, the keys transposed (B*N, H, hd, L+1), made once per frame: the fused
+        temporal kernel reads scores along contiguous context slots (play_kernels.c)."""
+        if self._keys_t is None:
+            self._keys_t = [k.transpose(2, 3).contiguous() for k, _ in self.buffers]
+        return self._keys_t
 
     def frame_kv(self) -> FrameKV:
         """Copy of the new frame's keys/values (the scratch slot) as an immutable FrameKV."""

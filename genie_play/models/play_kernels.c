@@ -1,0 +1,205 @@
+/* Fused fp32 attention kernels for the play path (play_kernels.py compiles this file and calls it).
+ *
+ * Eager PyTorch runs each MaskGIT round's attention as ~30 small operations per layer (QK-norm,
+ * RoPE, two batched products, softmax, casts, copies), each costing 5-30 us of dispatch and
+ * threading overhead on 64-token frames: more time than the layer's linears. Here each attention
+ * is one call that does the same arithmetic in one pass over data that stays in L1.
+ *
+ * Every output row depends on its own frame only (no cross-item reductions), so a batch of
+ * rollouts gives exactly the numbers of single rollouts. The head dimension must be a multiple of
+ * LANES (the caller checks). Products run along contiguous rows with several independent
+ * accumulators, so there are no horizontal sums and no single dependency chain.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Sixteen floats as one value (GCC/Clang vector extensions: one AVX-512 register, two AVX2 ones,
+ * plain code elsewhere). */
+typedef float vf __attribute__((vector_size(64)));
+typedef int vi __attribute__((vector_size(64)));
+#define LANES 16
+
+static vf load_vf(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static void store_vf(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static int padded(int n) { return (n + LANES - 1) / LANES * LANES; }
+
+/* Sum of the lanes as a tree (depth 4, not a chain of 15 dependent adds). */
+static float hsum(vf v) {
+    const float a = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+    const float b = ((v[8] + v[9]) + (v[10] + v[11])) + ((v[12] + v[13]) + (v[14] + v[15]));
+    return a + b;
+}
+
+/* out = x * rsqrt(mean(x^2) + eps) * gain * scale: the RMS QK-norm, hd a multiple of LANES. */
+static void rms_gain(const float *x, const float *gain, float eps, float scale, int hd, float *out) {
+    vf ss = (vf){0};
+    for (int d = 0; d < hd; d += LANES) {
+        const vf v = load_vf(x + d);
+        ss += v * v;
+    }
+    const float r = 1.0f / sqrtf(hsum(ss) / (float)hd + eps);
+    for (int d = 0; d < hd; d += LANES) store_vf(out + d, load_vf(x + d) * r * load_vf(gain + d) * scale);
+}
+
+/* Rotary embedding, rotate-half with the sign folded into sin: out[d] = x[d] cos[d] + x[d +- hd/2] sin[d]. */
+static void rope(const float *x, const float *cos_t, const float *sin_t, int hd, float *out) {
+    const int half = hd / 2;
+    for (int d = 0; d < half; d++) out[d] = x[d] * cos_t[d] + x[d + half] * sin_t[d];
+    for (int d = half; d < hd; d++) out[d] = x[d] * cos_t[d] + x[d - half] * sin_t[d];
+}
+
+/* exp(x) lane by lane, for the x <= 0 of a softmax: Cephes' expf, 2^n * P(r) with x = n ln2 + r,
+ * |r| <= ln2/2 (within 2 ulp of expf); n is rounded with the 1.5 * 2^23 trick, which also leaves
+ * it in t's low bits for building 2^n. Lanes below -87 (weights under 1e-38) give 0. */
+static vf exp_lanes(vf x) {
+    const vf lo = (vf){0} - 87.0f, magic = (vf){0} + 12582912.0f;
+    const vi below = x < lo;
+    x = (vf)(((vi)x & ~below) | ((vi)lo & below));
+    const vf t = x * 1.44269504088896341f + magic;
+    const vf n = t - magic;
+    const vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    vf p = (vf){0} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const vf y = p * (r * r) + r + 1.0f;
+    const vi two_n = ((vi)t - (vi)magic + 127) << 23; /* 2^n in the exponent field */
+    return (vf)((vi)(y * (vf)two_n) & ~below);
+}
+
+/* In-place softmax of s (n); s has room for padded(n) floats, and the padding ends up 0. */
+static void softmax(float *s, int n) {
+    const int np = padded(n);
+    for (int i = n; i < np; i++) s[i] = -1e30f;
+    vf mv = load_vf(s);
+    for (int i = LANES; i < np; i += LANES) {
+        const vf x = load_vf(s + i);
+        const vi greater = x > mv;
+        mv = (vf)(((vi)x & greater) | ((vi)mv & ~greater));
+    }
+    float m = mv[0];
+    for (int l = 1; l < LANES; l++) m = mv[l] > m ? mv[l] : m;
+    vf total = (vf){0};
+    for (int i = 0; i < np; i += LANES) {
+        const vf e = exp_lanes(load_vf(s + i) - m);
+        store_vf(s + i, e);
+        total += e;
+    }
+    const float inv = 1.0f / hsum(total);
+    for (int i = 0; i < np; i += LANES) store_vf(s + i, load_vf(s + i) * inv);
+}
+
+/* out[c] = sum_k a[k] * b[k * stride + c] for c < width (a multiple of LANES), k < depth: a
+ * vector-matrix product along b's contiguous rows. Four columns blocks at a time, or, for a
+ * narrow product, one block split over four interleaved partial sums, so FMAs never wait on each
+ * other. Both scores (q against transposed keys) and weighted sums (probabilities against
+ * values) are this. */
+static void vec_mat(const float *a, const float *b, int depth, int stride, int width, float *out) {
+    int c = 0;
+    for (; c + 4 * LANES <= width; c += 4 * LANES) {
+        vf acc0 = (vf){0}, acc1 = (vf){0}, acc2 = (vf){0}, acc3 = (vf){0};
+        for (int k = 0; k < depth; k++) {
+            const float *row = b + (long)k * stride + c;
+            const float ak = a[k];
+            acc0 += ak * load_vf(row);
+            acc1 += ak * load_vf(row + LANES);
+            acc2 += ak * load_vf(row + 2 * LANES);
+            acc3 += ak * load_vf(row + 3 * LANES);
+        }
+        store_vf(out + c, acc0);
+        store_vf(out + c + LANES, acc1);
+        store_vf(out + c + 2 * LANES, acc2);
+        store_vf(out + c + 3 * LANES, acc3);
+    }
+    for (; c < width; c += LANES) {
+        vf acc[4] = {(vf){0}, (vf){0}, (vf){0}, (vf){0}};
+        for (int k = 0; k < depth; k++) acc[k & 3] += a[k] * load_vf(b + (long)k * stride + c);
+        store_vf(out + c, (acc[0] + acc[1]) + (acc[2] + acc[3]));
+    }
+}
+
+/* Spatial attention among the n tokens of each frame.
+ * qkv (items, n, 3, heads, hd) -> out (items, n, heads * hd); q and k RMS-normalised with
+ * gain_q * scale and gain_k. (frame, head) pairs are shared among `threads` OpenMP threads when
+ * built with OpenMP. Returns 0, or 1 if out of memory. */
+int gp_spatial_attention(const float *qkv, int items, int n, int heads, int hd, const float *gain_q,
+                         const float *gain_k, float eps, float scale, float *out, int threads) {
+    const int np = padded(n), row = 3 * heads * hd;
+    int failed = 0;
+    (void)threads;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        float *scratch = calloc((size_t)hd * np + (size_t)n * hd + (size_t)n * hd + np + hd, sizeof(float));
+#pragma omp for schedule(static)
+        for (int task = 0; task < items * heads; task++) {
+            if (!scratch) {
+                failed = 1;
+                continue;
+            }
+            const int item = task / heads, h = task % heads;
+            float *kt = scratch;     /* keys transposed (hd, np), zero-padded columns */
+            float *q = kt + hd * np; /* normalised queries (n, hd) */
+            float *v = q + n * hd;   /* values (n, hd) */
+            float *s = v + n * hd;   /* one query's scores (np) */
+            float *k = s + np;       /* one normalised key (hd) */
+            const float *base = qkv + (long)item * n * row;
+            for (int j = 0; j < n; j++) {
+                const float *t = base + (long)j * row + h * hd;
+                rms_gain(t + heads * hd, gain_k, eps, 1.0f, hd, k);
+                for (int d = 0; d < hd; d++) kt[d * np + j] = k[d];
+                rms_gain(t, gain_q, eps, scale, hd, q + j * hd);
+                memcpy(v + j * hd, t + 2 * heads * hd, sizeof(float) * hd);
+            }
+            for (int i = 0; i < n; i++) {
+                vec_mat(q + i * hd, kt, hd, np, np, s);
+                softmax(s, n); /* the padded columns get weight 0 */
+                vec_mat(s, v, n, hd, hd, out + ((long)(item * n + i) * heads + h) * hd);
+            }
+        }
+        free(scratch);
+    }
+    return failed;
+}
+
+/* Temporal attention of each position's new frame against its cached context.
+ * qkv (rows, 3, heads, hd); ctx_k / ctx_v (rows, heads, length, hd) and ctx_kt, the keys
+ * transposed (rows, heads, hd, length), hold the context in slot 0..length-2; the new frame's
+ * RoPE'd key and its value are written into slot length-1 of all three. cos_t / sin_t (hd) for the
+ * new frame's position. With need_output, out (rows, heads * hd). Needs length <= 4096. Rows are
+ * shared among `threads` OpenMP threads when built with OpenMP. */
+void gp_temporal_attention(const float *qkv, int rows, int heads, int hd, const float *gain_q, const float *gain_k,
+                           float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k,
+                           float *ctx_kt, float *ctx_v, int length, int need_output, float *out, int threads) {
+    const int row = 3 * heads * hd, last = length - 1;
+    (void)threads;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float tmp[256], qr[256], s[4096 + LANES];
+        const float *base = qkv + (long)r * row;
+        for (int h = 0; h < heads; h++) {
+            const long pair = (long)r * heads + h;
+            float *kc = ctx_k + pair * length * hd, *kt = ctx_kt + pair * hd * length, *vc = ctx_v + pair * length * hd;
+            rms_gain(base + heads * hd + h * hd, gain_k, eps, 1.0f, hd, tmp);
+            rope(tmp, cos_t, sin_t, hd, kc + (long)last * hd);
+            for (int d = 0; d < hd; d++) kt[(long)d * length + last] = kc[(long)last * hd + d];
+            memcpy(vc + (long)last * hd, base + 2 * heads * hd + h * hd, sizeof(float) * hd);
+            if (!need_output) continue;
+            rms_gain(base + h * hd, gain_q, eps, scale, hd, tmp);
+            rope(tmp, cos_t, sin_t, hd, qr);
+            if (length % LANES == 0) {
+                vec_mat(qr, kt, hd, length, length, s);
+            } else { /* a context that is not full yet: plain dot products */
+                for (int l = 0; l < length; l++) {
+                    float dot = 0.0f;
+                    for (int d = 0; d < hd; d++) dot += qr[d] * kc[(long)l * hd + d];
+                    s[l] = dot;
+                }
+            }
+            softmax(s, length);
+            vec_mat(s, vc, length, hd, hd, out + pair * hd);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+"""Fused attention kernels for the CPU play path, compiled from `play_kernels.c` on first use.
+
+At 64 tokens per frame eager PyTorch spends more time between kernels than in them: a MaskGIT
+round's attention is ~30 small operations per layer, each 5-30 us of dispatch and threading
+overhead. The two C functions here do each attention (QK-norm, RoPE, cache write, scores,
+softmax, weighted sum) in one call. They are used where the play path already rounds differently
+from fp32 (the int8 dynamics), so the exact fp32 path stays on PyTorch's operations and the tests
+can compare the two.
+
+The library is built once per machine with the system C compiler (`cc`, or $CC) into the user
+cache directory and loaded with ctypes: no Python headers, no torch headers, a second or two of
+compiling. Without a compiler, or with GENIE_PLAY_KERNELS=0, `load()` returns None and the play
+path keeps its PyTorch operations (`unavailable_reason()` says why).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..paths import user_cache_dir
+
+SOURCE = Path(__file__).with_name("play_kernels.c")
+# fast-math only in the forms that keep NaN/inf semantics: contract a*b+c into FMAs, no errno.
+FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC"]
+MAX_HEAD_DIM, MAX_LENGTH, LANES = 256, 4096, 16  # as in play_kernels.c
+
+_reason: str | None = None
+
+
+class PlayKernels:
+    """The two fused attentions, on contiguous fp32 CPU tensors."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+        self._spatial = lib.gp_spatial_attention
+        self._spatial.argtypes = [p, i, i, i, i, p, p, f, f, p, i]
+        self._spatial.restype = i
+        self._temporal = lib.gp_temporal_attention
+        self._temporal.argtypes = [p, i, i, i, p, p, f, f, p, p, p, p, p, i, i, p, i]
+        self._temporal.restype = None
+
+    def spatial(self, qkv: torch.Tensor, gain_q: torch.Tensor, gain_k: torch.Tensor, eps: float, scale: float) -> torch.Tensor:
+        """qkv (B, N, 3, H, hd) -> (B*N, H*hd): softmax(q k^T) v per frame and head, q and k
+        RMS-normalised with gain_q * scale and gain_k (hd,)."""
+        b, n, _, h, hd = qkv.shape
+        _check(qkv, gain_q, gain_k)
+        out = torch.empty(b * n, h * hd)
+        if self._spatial(qkv.data_ptr(), b, n, h, hd, gain_q.data_ptr(), gain_k.data_ptr(), eps, scale, out.data_ptr(), torch.get_num_threads()):
+            raise MemoryError("play kernels: out of memory")
+        return out
+
+    def temporal(
+        self, qkv: torch.Tensor, gain_q: torch.Tensor, gain_k: torch.Tensor, eps: float, scale: float,
+        cos: torch.Tensor, sin: torch.Tensor, ctx_k: torch.Tensor, ctx_kt: torch.Tensor, ctx_v: torch.Tensor,
+        need_output: bool,
+    ) -> torch.Tensor | None:
+        """qkv (R, 3, H, hd); ctx_k/ctx_v (R, H, L+1, hd) and ctx_kt (R, H, hd, L+1), the same keys
+        transposed, with the context in slots :L. Writes the new frame's RoPE'd key (into both key
+        buffers) and value into slot L; returns (R, H*hd) attention output, or None without
+        need_output. cos (hd,), sin (hd,) with the rotate-half sign folded in."""
+        r, _, h, hd = qkv.shape
+        length = ctx_k.shape[2]
+        _check(qkv, gain_q, gain_k, cos, sin, ctx_k, ctx_kt, ctx_v)
+        if length > MAX_LENGTH or ctx_k.shape != (r, h, length, hd) or ctx_v.shape != ctx_k.shape or ctx_kt.shape != (r, h, hd, length):
+            raise ValueError(f"play kernels: context {tuple(ctx_k.shape)} does not fit qkv {tuple(qkv.shape)}")
+        out = torch.empty(r, h * hd) if need_output else None
+        self._temporal(
+            qkv.data_ptr(), r, h, hd, gain_q.data_ptr(), gain_k.data_ptr(), eps, scale, cos.data_ptr(), sin.data_ptr(),
+            ctx_k.data_ptr(), ctx_kt.data_ptr(), ctx_v.data_ptr(), length, int(need_output), out.data_ptr() if need_output else None,
+            torch.get_num_threads(),
+        )
+        return out
+
+
+def _check(*tensors: torch.Tensor) -> None:
+    """The C code reads raw pointers: every tensor must be contiguous fp32 on the CPU."""
+    for t in tensors:
+        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError(f"play kernels need contiguous fp32 CPU tensors, got {t.dtype} {t.device} {tuple(t.stride())}")
+    if not supports_head_dim(tensors[0].shape[-1]):
+        raise ValueError(f"play kernels need head_dim a multiple of {LANES} up to {MAX_HEAD_DIM}")
+
+
+def supports_head_dim(head_dim: int) -> bool:
+    return head_dim % LANES == 0 and head_dim <= MAX_HEAD_DIM
+
+
+def unavailable_reason() -> str | None:
+    """Why `load()` returned None (None if it did not, or was not called)."""
+    return _reason
+
+
+@functools.lru_cache(maxsize=None)
+def load() -> PlayKernels | None:
+    """The compiled kernels, building them on first use on this machine; None if that cannot be
+    done here (the reason is kept for `unavailable_reason`)."""
+    global _reason
+    if os.environ.get("GENIE_PLAY_KERNELS", "1") == "0":
+        _reason = "disabled by GENIE_PLAY_KERNELS=0"
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if platform.system() == "Windows" or not compiler:
+        _reason = "no C compiler found (set CC to one)"
+        return None
+    try:
+        if _torch_libgomp():  # share torch's OpenMP threads (same runtime: the loader reuses it)
+            try:
+                path = _build(compiler, FLAGS + ["-fopenmp"])
+                lib = ctypes.CDLL(str(path))
+                if len(_loaded_libgomp()) == 1:
+                    return PlayKernels(lib, path)
+            except OSError:
+                pass  # a compiler without OpenMP: single-threaded kernels below
+        path = _build(compiler, FLAGS)
+        return PlayKernels(ctypes.CDLL(str(path)), path)
+    except (OSError, subprocess.SubprocessError) as err:
+        _reason = f"could not build them: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}"
+        return None
+
+
+def _torch_libgomp() -> bool:
+    """torch runs its intra-op threads on GNU OpenMP under the usual soname (Linux wheels), so a
+    library linked with -fopenmp joins the same thread pool instead of starting a second one."""
+    return "OpenMP" in torch.__config__.parallel_info() and (Path(torch.__file__).parent / "lib" / "libgomp.so.1").exists()
+
+
+def _loaded_libgomp() -> set[str]:
+    """Paths of the GNU OpenMP runtimes mapped into this process (Linux)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return {line.split()[-1] for line in f if "libgomp" in line}
+    except OSError:
+        return set()
+
+
+def _build(compiler: str, flags: list[str]) -> Path:
+    """Compile SOURCE for this CPU into the cache (atomically), unless that exact build exists."""
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), compiler.encode(), _cpu_id().encode()])).hexdigest()[:16]
+    directory = user_cache_dir() / "kernels"
+    path = directory / f"play_kernels-{key}.so"
+    if path.exists():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
+    os.close(fd)
+    try:
+        result = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise OSError(f"{Path(compiler).name} failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the machine type and, on Linux, the CPU's feature flags."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()} {flags}"
