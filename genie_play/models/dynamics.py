@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..devices import linear
 from .patches import PositionTable
@@ -99,6 +100,14 @@ class DynamicsModel(nn.Module):
         """tokens (B, N), emb (B, D) -> (B, N or N+1, D)."""
         return self._embed(tokens[:, None], emb[:, None])[:, 0]
 
+    def _embed_play(self, tokens: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """`_embed_frame` for the fast path, once per MaskGIT round: for "add", `_embed`'s sums in
+        its order, in place and without module calls (the same values bit for bit)."""
+        if self.cfg.action_mode != "add":
+            return self._embed_frame(tokens, emb)
+        x = F.embedding(tokens, self.tok_emb.weight)
+        return x.add_(emb[:, None, :].to(x.dtype)).add_(self.pos.table.to(x.dtype))
+
     def step(
         self, tokens: torch.Tensor, action: torch.Tensor | None, context: ContextKV, reference: bool = False
     ) -> tuple[torch.Tensor, FrameKV]:
@@ -115,14 +124,17 @@ class DynamicsModel(nn.Module):
         """One MaskGIT round: tokens (B, N), emb (B, D) from `frame_action` -> logits (B, M, vocab)
         for `positions` (B, M) only (all N if None). Revealed tokens are never resampled, so their
         final norm, head (8% of a round's FLOPs at vocab 1024) and sampling work are skipped."""
-        y = self.transformer.run(self._embed_frame(tokens, emb), context)
+        y = self.transformer.run(self._embed_play(tokens, emb), context)
         if self.cfg.action_mode == "token":
             y = y[:, 1:]
-        if positions is not None:
-            y = y.gather(1, positions[..., None].expand(-1, -1, y.shape[-1]))
-        return linear(self.head, self.transformer.norm(y))
+        b, n, d = y.shape
+        if positions is not None:  # rows of the flattened batch: a copy of M rows, cheaper than gather
+            rows = (positions + torch.arange(0, b * n, n, device=y.device)[:, None]).view(-1)
+            y = y.reshape(b * n, d).index_select(0, rows).view(b, -1, d)
+        norm = self.transformer.norm
+        return linear(self.head, F.layer_norm(y, (d,), norm.weight, norm.bias, norm.eps))
 
     def record(self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV) -> FrameKV:
         """The final tokens' keys/values (B, N) -> FrameKV, without the last layer's FFN and head."""
-        self.transformer.run(self._embed_frame(tokens, emb), context, need_output=False)
+        self.transformer.run(self._embed_play(tokens, emb), context, need_output=False)
         return context.frame_kv()
