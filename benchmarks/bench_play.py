@@ -27,7 +27,8 @@ from genie_play.world import World, build_models
 
 
 # Rows: precision, plus "int8-ops", the int8 path with its attentions on PyTorch operations instead
-# of the fused C kernels (models/play_kernels.py): the "before" of those kernels.
+# of the fused C kernels (models/play_kernels.py): the "before" of those kernels. (bf16 rows use the
+# kernels too where they are available; fp32 never does: it is the exact path.)
 ROW_PRECISION = {"int8-ops": "int8"}
 
 
@@ -136,7 +137,8 @@ def main() -> None:
         world = worlds[prec]
         gflops = flops["dynamics"] / r["dynamics"] / 1e6
         ref_dtype = torch.float32 if prec == "fp32" or world.dtype == torch.float32 else torch.bfloat16
-        label = world.device_description + {"int8": ", fused attention", "int8-ops": ", torch-op attention"}.get(prec, "")
+        fused = getattr(world, "attention_path", "") == "fused C kernels"
+        label = world.device_description + (", fused attention" if fused else ", torch-op attention")
         print(f"| cached ({args.engine}) | {label} | {th} | {r['encode']:.1f} | {r['dynamics']:.1f} "
               f"| {r['decode']:.1f} | {r['total']:.1f} | {r['fps']:.1f} | {gflops:.0f} "
               f"| {100 * gflops / peaks[th, ref_dtype]:.0f}% of {'fp32' if ref_dtype == torch.float32 else 'bf16'} |")

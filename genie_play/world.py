@@ -73,7 +73,7 @@ class World:
         # fp32 cache whatever the compute dtype: the hundreds of tiny batched products of attention
         # against the context run ~2.5x faster in fp32 than in bf16 on the CPU (and it is a few MB).
         self.kv_dtype = torch.float32 if engine == "fast" else self.dtype
-        self.kernels = kernels  # allow play_kernels' fused attentions (int8 on the CPU only)
+        self.kernels = kernels  # allow play_kernels' fused attentions (int8 / bf16 on the CPU)
         self._pack_kernels()
         self.labels = list(labels) if labels else [""] * self.num_actions
         self.world_id, self.card, self.path = world_id, card or {}, path
@@ -90,8 +90,8 @@ class World:
              engine: str = "fast", kernels: bool = True) -> "World":
         """Load a world bundle by name or path (see bundle.resolve_world for the search order).
         precision: auto (int8 dynamics on x86 CPUs, else bf16 where it is fast) | fp32 | bf16 | int8;
-        engine: fast | reference (the plain path); kernels: False keeps the int8 path's attentions
-        on PyTorch operations instead of the fused C kernels (models/play_kernels.py)."""
+        engine: fast | reference (the plain path); kernels: False keeps the attentions of the int8
+        and bf16 paths on PyTorch operations instead of the fused C kernels (models/play_kernels.py)."""
         path = bundle_io.resolve_world(name)
         b = bundle_io.read_bundle(path)
         with_lam = any(k.startswith("lam.") for k in b.tensors)
@@ -146,7 +146,7 @@ class World:
         """How the dynamics' attentions run in play: the fused C kernels or PyTorch operations (why)."""
         if self.dynamics.transformer.blocks[0].__dict__.get("_kernels") is not None:
             return "fused C kernels"
-        why = play_kernels.unavailable_reason() if self.precision == "int8" and self.kernels else None
+        why = play_kernels.unavailable_reason() if self.kernels and self.dtype == torch.bfloat16 else None
         return "PyTorch operations" + (f" (fused kernels: {why})" if why else "")
 
     @property
@@ -315,10 +315,15 @@ class World:
         if self.engine == "fast" and self.device.type == "cpu":
             d = self.config.dynamics  # int8 activations are quantised per frame of tokens (see devices)
             pack_for_play(self.dynamics, int8=self.precision == "int8", rows_per_item=d.tokens_per_frame + (d.action_mode == "token"))
-            # int8 already rounds differently from fp32: there the attentions may take fused C
-            # kernels too (fp32 keeps PyTorch's operations, which the reference path matches exactly)
-            fused = self.precision == "int8" and self.kernels and play_kernels.supports_head_dim(self.dynamics.transformer.head_dim)
-            self.dynamics.transformer.use_kernels(play_kernels.load() if fused else None)
+            # Where play already rounds differently from fp32 (int8 or bf16 compute), the attentions
+            # may take the fused C kernels too; fp32 keeps PyTorch's operations, which the reference
+            # path matches exactly.
+            reduced = {self.dynamics.transformer: self.precision == "int8" or self.dtype == torch.bfloat16,
+                       self.tokenizer.decoder: self.dtype == torch.bfloat16}
+            kernels = play_kernels.load() if self.kernels and any(reduced.values()) else None
+            for transformer, fused in reduced.items():
+                fused = fused and kernels is not None and play_kernels.supports_head_dim(transformer.head_dim)
+                transformer.use_kernels(kernels if fused else None)
             pack_for_play(self.tokenizer.decoder)
             pack_for_play(self.tokenizer.dec_out)
 

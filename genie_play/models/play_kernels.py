@@ -4,8 +4,8 @@ At 64 tokens per frame eager PyTorch spends more time between kernels than in th
 round's attention is ~30 small operations per layer, each 5-30 us of dispatch and threading
 overhead. The two C functions here do each attention (QK-norm, RoPE, cache write, scores,
 softmax, weighted sum) in one call. They are used where the play path already rounds differently
-from fp32 (the int8 dynamics), so the exact fp32 path stays on PyTorch's operations and the tests
-can compare the two.
+from fp32 (int8 dynamics, bf16 dynamics or decoder), so the exact fp32 path stays on PyTorch's
+operations and the tests can compare the two.
 
 The library is built once per machine with the system C compiler (`cc`, or $CC) into the user
 cache directory and loaded with ctypes: no Python headers, no torch headers, a second or two of

@@ -206,14 +206,14 @@ class STBlock(nn.Module):
         # spatial attention among the frame's N tokens
         qkv = linear(self.spatial.qkv, F.layer_norm(x, (d,), ln_s.weight, ln_s.bias, ln_s.eps))
         if fused is not None:
-            y = fused.spatial(qkv.view(b, n, 3, self.cfg.heads, -1), gain_s[0, 0], gain_s[1, 0], self.spatial.q_norm.eps, scale)
+            y = fused.spatial(qkv.view(b, n, 3, self.cfg.heads, -1).float(), gain_s[0, 0], gain_s[1, 0], self.spatial.q_norm.eps, scale)
         else:
             y = self._spatial_mix(qkv, b, n, gain_s, scale, ctx_k.dtype)
         x = linear(self.spatial.out, y.to(x.dtype), residual=x.reshape(b * n, d))  # (B*N, D): the temporal batch
         # temporal attention of each position against its cached context
         qkv = linear(self.temporal.qkv, F.layer_norm(x, (d,), ln_t.weight, ln_t.bias, ln_t.eps))
         if fused is not None:
-            qkv = qkv.view(b * n, 3, self.cfg.heads, -1)
+            qkv = qkv.view(b * n, 3, self.cfg.heads, -1).float()
             y = fused.temporal(qkv, gain_t[0, 0], gain_t[1, 0], self.spatial.q_norm.eps, scale, cos, sin, ctx_k, ctx_kt, ctx_v, need_output)
         else:
             y = self._temporal_mix(qkv, gain_t, scale, cos, sin, ctx_k, ctx_v, need_output)
@@ -314,7 +314,8 @@ class STTransformer(nn.Module):
 
     def use_kernels(self, kernels: "PlayKernels | None") -> None:
         """Run the play path's attentions through fused C kernels (play_kernels.load()), or back
-        through PyTorch's operations with None. Only for fp32 activations and caches."""
+        through PyTorch's operations with None. They compute in fp32 (as the PyTorch path does, from
+        bf16 activations too) and need the fp32 key/value cache of the fast engine."""
         for block in self.blocks:
             block.__dict__["_kernels"] = kernels
 
