@@ -14,20 +14,21 @@ import time
 import numpy as np
 
 from genie_play.devices import set_threads
-from bench_step import make_world  # same folder
+from bench_play import make_world  # same folder
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--world")
-    ap.add_argument("--preset", default="small")
+    ap.add_argument("--world", default="coinrun", help="world name or path (default: the bundled coinrun)")
+    ap.add_argument("--preset", help="use random weights of this preset instead of a world (e.g. small)")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--frames", type=int, default=4)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    args.engine = "fast"
     set_threads()
-    world = make_world(args)
+    world = make_world(args, args.precision)
     world.sampling = {"steps": args.steps}
     h, w = world.frame_size
     prompt = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -46,7 +47,7 @@ def main() -> None:
         batch.append((time.perf_counter() - t0) * 1e3)
         same &= all(np.array_equal(grid[a], singles[a]) for a in range(world.num_actions))
     med = statistics.median
-    print(f"world: {world.path or args.preset}  device: {world.device_description}  frames per action: {args.frames}  "
+    print(f"world: {args.preset or world.path}  device: {world.device_description}  frames per action: {args.frames}  "
           f"MaskGIT steps: {args.steps}")
     print("| what | ms (median) | x one rollout |")
     print("|---|---|---|")

@@ -44,6 +44,7 @@ from .checkpoint import (CHECKPOINT_NAME, MetricsLog, host_rng_state, load_check
                          stale_temp_files, strip_wrapper_prefixes, trim_metrics, write_checkpoint,
                          write_json_atomic)
 from .distributed import init_distributed, is_main, shutdown_distributed
+from .optim import default_param_groups, lr_at, make_adamw
 from .overrides import apply_overrides, config_from_dict, config_to_dict
 from .prefetch import BatchLoader
 
@@ -99,39 +100,6 @@ class TrainConfig:
             raise BadSettingError(f"setting precision={self.precision!r}: use auto, bf16 or fp32")
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of step `step` (0-based): linear warmup, then cosine down to min_lr_ratio * lr."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    low = cfg.lr * cfg.min_lr_ratio
-    return low + (cfg.lr - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-_NO_DECAY_NAME_PARTS = ("codebook", "pos_emb", "position")
-
-
-def default_param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: no decay for biases, norms (ndim < 2), nn.Embedding weights,
-    codebooks and position embeddings (names containing 'codebook', 'pos_emb' or 'position')."""
-    embedding_ids = {id(m.weight) for m in module.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))}
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim < 2 or id(p) in embedding_ids or any(s in name.lower() for s in _NO_DECAY_NAME_PARTS)
-        (no_decay if skip else decay).append(p)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-
-
-def _make_adamw(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
-    kwargs: dict[str, Any] = dict(lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    try:  # one fused kernel per step on CUDA and (torch >= 2.4) on CPU
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.AdamW(groups, foreach=True, **kwargs)
-
-
 def _say(text: str) -> None:
     if is_main():
         from tqdm import tqdm
@@ -164,7 +132,7 @@ class Trainer:
         groups = (custom() if callable(custom) else None) or default_param_groups(module, cfg.weight_decay)
         names = {id(p): n for n, p in module.named_parameters()}
         self.param_names = [strip_wrapper_prefixes(names[id(p)]) for g in groups for p in g["params"]]
-        self.optimizer = _make_adamw(groups, cfg)
+        self.optimizer = make_adamw(groups, cfg)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
 
         self.interrupted = False
