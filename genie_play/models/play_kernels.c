@@ -31,6 +31,14 @@ static float hsum(vf v) {
     return a + b;
 }
 
+/* Largest lane, as a tree like hsum. */
+static float max2(float a, float b) { return a > b ? a : b; }
+static float hmax(vf v) {
+    const float a = max2(max2(max2(v[0], v[1]), max2(v[2], v[3])), max2(max2(v[4], v[5]), max2(v[6], v[7])));
+    const float b = max2(max2(max2(v[8], v[9]), max2(v[10], v[11])), max2(max2(v[12], v[13]), max2(v[14], v[15])));
+    return max2(a, b);
+}
+
 /* out = x * rsqrt(mean(x^2) + eps) * gain * scale: the RMS QK-norm, hd a multiple of LANES. */
 static void rms_gain(const float *x, const float *gain, float eps, float scale, int hd, float *out) {
     vf ss = (vf){0};
@@ -80,8 +88,7 @@ static void softmax(float *s, int n) {
         const vi greater = x > mv;
         mv = (vf)(((vi)x & greater) | ((vi)mv & ~greater));
     }
-    float m = mv[0];
-    for (int l = 1; l < LANES; l++) m = mv[l] > m ? mv[l] : m;
+    const float m = hmax(mv);
     vf total = (vf){0};
     for (int i = 0; i < np; i += LANES) {
         const vf e = exp_lanes(load_vf(s + i) - m);
@@ -115,9 +122,17 @@ static void vec_mat(const float *a, const float *b, int depth, int stride, int w
         store_vf(out + c + 3 * LANES, acc3);
     }
     for (; c < width; c += LANES) {
-        vf acc[4] = {(vf){0}, (vf){0}, (vf){0}, (vf){0}};
-        for (int k = 0; k < depth; k++) acc[k & 3] += a[k] * load_vf(b + (long)k * stride + c);
-        store_vf(out + c, (acc[0] + acc[1]) + (acc[2] + acc[3]));
+        vf acc0 = (vf){0}, acc1 = (vf){0}, acc2 = (vf){0}, acc3 = (vf){0};
+        const float *col = b + c;
+        int k = 0;
+        for (; k + 4 <= depth; k += 4, col += 4 * (long)stride) {
+            acc0 += a[k] * load_vf(col);
+            acc1 += a[k + 1] * load_vf(col + stride);
+            acc2 += a[k + 2] * load_vf(col + 2 * (long)stride);
+            acc3 += a[k + 3] * load_vf(col + 3 * (long)stride);
+        }
+        for (; k < depth; k++, col += stride) acc0 += a[k] * load_vf(col);
+        store_vf(out + c, (acc0 + acc1) + (acc2 + acc3));
     }
 }
 
