@@ -129,9 +129,10 @@ def load() -> PlayKernels | None:
 
 
 def _torch_libgomp() -> bool:
-    """torch runs its intra-op threads on GNU OpenMP under the usual soname (Linux wheels), so a
-    library linked with -fopenmp joins the same thread pool instead of starting a second one."""
-    return "OpenMP" in torch.__config__.parallel_info() and (Path(torch.__file__).parent / "lib" / "libgomp.so.1").exists()
+    """torch runs its intra-op threads on GNU OpenMP (Linux wheels bundle libgomp.so.1), so a
+    library linked with -fopenmp is bound to that same runtime by the loader and joins torch's
+    thread pool instead of starting a second one (checked again after loading)."""
+    return "OpenMP" in torch.__config__.parallel_info() and len(_loaded_libgomp()) == 1
 
 
 def _loaded_libgomp() -> set[str]:
