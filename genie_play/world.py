@@ -146,7 +146,8 @@ class World:
         """How the dynamics' attentions run in play: the fused C kernels or PyTorch operations (why)."""
         if self.dynamics.transformer.blocks[0].__dict__.get("_kernels") is not None:
             return "fused C kernels"
-        why = play_kernels.unavailable_reason() if self.kernels and self.dtype == torch.bfloat16 else None
+        reduced = self.precision == "int8" or self.dtype == torch.bfloat16
+        why = play_kernels.unavailable_reason() if self.kernels and reduced else None
         return "PyTorch operations" + (f" (fused kernels: {why})" if why else "")
 
     @property

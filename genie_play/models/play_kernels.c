@@ -100,7 +100,7 @@ static void softmax(float *s, int n) {
 }
 
 /* out[c] = sum_k a[k] * b[k * stride + c] for c < width (a multiple of LANES), k < depth: a
- * vector-matrix product along b's contiguous rows. Four columns blocks at a time, or, for a
+ * vector-matrix product along b's contiguous rows. Four column blocks at a time, or, for a
  * narrow product, one block split over four interleaved partial sums, so FMAs never wait on each
  * other. Both scores (q against transposed keys) and weighted sums (probabilities against
  * values) are this. */
