@@ -142,12 +142,16 @@ class World:
         return describe(self.device, None if self.dtype == torch.float32 else self.dtype)
 
     @property
+    def _dynamics_reduced(self) -> bool:
+        """The dynamics already round differently from fp32 in play (int8 or bf16 compute)."""
+        return self.precision == "int8" or self.dtype == torch.bfloat16
+
+    @property
     def attention_path(self) -> str:
         """How the dynamics' attentions run in play: the fused C kernels or PyTorch operations (why)."""
         if self.dynamics.transformer.blocks[0].__dict__.get("_kernels") is not None:
             return "fused C kernels"
-        reduced = self.precision == "int8" or self.dtype == torch.bfloat16
-        why = play_kernels.unavailable_reason() if self.kernels and reduced else None
+        why = play_kernels.unavailable_reason() if self.kernels and self._dynamics_reduced else None
         return "PyTorch operations" + (f" (fused kernels: {why})" if why else "")
 
     @property
@@ -319,7 +323,7 @@ class World:
             # Where play already rounds differently from fp32 (int8 or bf16 compute), the attentions
             # may take the fused C kernels too; fp32 keeps PyTorch's operations, which the reference
             # path matches exactly.
-            reduced = {self.dynamics.transformer: self.precision == "int8" or self.dtype == torch.bfloat16,
+            reduced = {self.dynamics.transformer: self._dynamics_reduced,
                        self.tokenizer.decoder: self.dtype == torch.bfloat16}
             kernels = play_kernels.load() if self.kernels and any(reduced.values()) else None
             for transformer, fused in reduced.items():
