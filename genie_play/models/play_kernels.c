@@ -14,29 +14,41 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Sixteen floats as one value (GCC/Clang vector extensions: one AVX-512 register, two AVX2 ones,
- * plain code elsewhere). */
-typedef float vf __attribute__((vector_size(64)));
-typedef int vi __attribute__((vector_size(64)));
+/* One vector register of floats (GCC/Clang vector extensions): sixteen with AVX-512, eight with
+ * AVX/AVX2, four elsewhere (SSE, NEON). A vector wider than the target's registers would be passed
+ * through the stack between functions (measured on an AVX2 CPU: the spatial kernel ran 4x slower
+ * with 16 lanes than with 8). The head dimension (a multiple of 16, checked by the caller) is a
+ * multiple of every LANES. */
+#if defined(__AVX512F__)
 #define LANES 16
+#elif defined(__AVX__)
+#define LANES 8
+#else
+#define LANES 4
+#endif
+typedef float vf __attribute__((vector_size(4 * LANES)));
+typedef int vi __attribute__((vector_size(4 * LANES)));
 
 static vf load_vf(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static void store_vf(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static int padded(int n) { return (n + LANES - 1) / LANES * LANES; }
 
-/* Sum of the lanes as a tree (depth 4, not a chain of 15 dependent adds). */
+/* Sum of the lanes as a tree (log2(LANES) levels, not a chain of dependent adds). */
 static float hsum(vf v) {
-    const float a = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
-    const float b = ((v[8] + v[9]) + (v[10] + v[11])) + ((v[12] + v[13]) + (v[14] + v[15]));
-    return a + b;
+    float t[LANES];
+    memcpy(t, &v, sizeof t);
+    for (int width = LANES / 2; width > 0; width /= 2)
+        for (int i = 0; i < width; i++) t[i] += t[i + width];
+    return t[0];
 }
 
 /* Largest lane, as a tree like hsum. */
-static float max2(float a, float b) { return a > b ? a : b; }
 static float hmax(vf v) {
-    const float a = max2(max2(max2(v[0], v[1]), max2(v[2], v[3])), max2(max2(v[4], v[5]), max2(v[6], v[7])));
-    const float b = max2(max2(max2(v[8], v[9]), max2(v[10], v[11])), max2(max2(v[12], v[13]), max2(v[14], v[15])));
-    return max2(a, b);
+    float t[LANES];
+    memcpy(t, &v, sizeof t);
+    for (int width = LANES / 2; width > 0; width /= 2)
+        for (int i = 0; i < width; i++) t[i] = t[i] > t[i + width] ? t[i] : t[i + width];
+    return t[0];
 }
 
 /* out = x * rsqrt(mean(x^2) + eps) * gain * scale: the RMS QK-norm, hd a multiple of LANES. */
