@@ -21,15 +21,16 @@ import time
 import torch
 
 from genie_play.commands.info import frame_flops, model_shapes, time_full_recompute, time_play
-from genie_play.devices import matmul_rate
+from genie_play.devices import cpu_has_bf16, matmul_rate, pack_for_play
 from genie_play.models.presets import preset
 from genie_play.world import World, build_models
 
 
-# Rows: precision, plus "int8-ops", the int8 path with its attentions on PyTorch operations instead
-# of the fused C kernels (models/play_kernels.py): the "before" of those kernels. (bf16 rows use the
-# kernels too where they are available; fp32 never does: it is the exact path.)
-ROW_PRECISION = {"int8-ops": "int8"}
+# Rows: a precision, plus two "befores" of the int8 default: "int8-ops", all on PyTorch (fbgemm's
+# int8 linears, attentions as PyTorch operations), and "int8-fbgemm", the fused C attentions
+# (models/play_kernels.py) with fbgemm's linears instead of the C int8 linear. bf16 rows use the
+# kernels too; fp32 never does: it is the exact path. bf16 rows run only on CPUs with native bf16.
+ROW_PRECISION = {"int8-ops": "int8", "int8-fbgemm": "int8"}
 
 
 def make_world(args, row: str) -> World:
@@ -38,12 +39,16 @@ def make_world(args, row: str) -> World:
     if row == "int8-ops":
         kwargs["kernels"] = False
     if not args.preset:
-        return World.load(args.world, device="cpu", precision=precision, **kwargs)
-    torch.manual_seed(0)
-    cfg = preset(args.preset)
-    m = build_models(cfg)
-    return World(cfg, m["tokenizer"], m["dynamics"], m["lam"].action_codebook().detach(), lam=m["lam"],
-                 device="cpu", precision=precision, **kwargs)
+        world = World.load(args.world, device="cpu", precision=precision, **kwargs)
+    else:
+        torch.manual_seed(0)
+        cfg = preset(args.preset)
+        m = build_models(cfg)
+        world = World(cfg, m["tokenizer"], m["dynamics"], m["lam"].action_codebook().detach(), lam=m["lam"],
+                      device="cpu", precision=precision, **kwargs)
+    if row == "int8-fbgemm":
+        pack_for_play(world.dynamics, int8=True, rows_per_item=world.config.dynamics.tokens_per_frame, kernels=None)
+    return world
 
 
 def rss_mb() -> float:
@@ -93,7 +98,15 @@ def main() -> None:
         args.frames = min(args.frames, 8)
     threads_all = sorted({1, torch.get_num_threads()})
     main_threads = max(threads_all)
-    precisions = ["bf16"] if args.quick else ["bf16", "fp32"] + (["int8-ops", "int8"] if args.engine == "fast" else [])
+    # The float baseline is bf16 where the CPU runs it natively, else fp32 (emulated bf16 runs ~100x
+    # slower than fp32: no row). "auto" is what the player runs; the quick version times it alone.
+    native_bf16 = cpu_has_bf16()
+    float_row = "bf16" if native_bf16 else "fp32"
+    default_row = "auto" if args.quick or args.engine != "fast" else "int8"
+    if args.quick:
+        precisions = ["auto", float_row]
+    else:
+        precisions = (["bf16"] if native_bf16 else []) + ["fp32"] + (["int8-ops", "int8-fbgemm", "int8"] if args.engine == "fast" else ["auto"])
 
     cfg = make_world(args, "fp32").config
     d = cfg.dynamics
@@ -114,7 +127,8 @@ def main() -> None:
     shape_text = ", ".join(sorted({f"{k}x{n}" for _, k, n in shapes}))
     print(f"matmul rate at the model's shapes (M={d.tokens_per_frame}; KxN {shape_text}), GFLOP/s: "
           + "; ".join(f"{th} thread{'s' * (th > 1)}: fp32 {peaks[th, torch.float32]:.0f}, bf16 {peaks[th, torch.bfloat16]:.0f}"
-                      for th in threads_all))
+                      for th in threads_all) + ("" if native_bf16 else " (this CPU has no native bf16: no bf16 rows)"))
+    peak_dtype = torch.bfloat16 if native_bf16 else torch.float32  # the fastest float matmul here
     print()
     print("| path | precision | threads | encode ms/prompt | dynamics ms | decode ms | total ms/frame | frames/s "
           "| dynamics GFLOP/s | % of matmul rate |")
@@ -123,7 +137,7 @@ def main() -> None:
     # shared VM's speed drifts by tens of percent within minutes, which would otherwise land on
     # whichever row ran then and distort the ratios between them.
     worlds = {prec: make_world(args, prec) for prec in precisions}
-    runs = [(prec, th) for prec in precisions for th in (threads_all if prec == "bf16" else [main_threads])]
+    runs = [(prec, th) for prec in precisions for th in (threads_all if prec == default_row else [main_threads])]
     rounds = 1 if args.quick else 3
     samples, fulls = {key: [] for key in runs}, []
     for _ in range(rounds):
@@ -131,21 +145,20 @@ def main() -> None:
             torch.set_num_threads(th)
             samples[prec, th].append(time_play(worlds[prec], args.steps, max(2, args.frames // rounds)))
         torch.set_num_threads(main_threads)  # the baseline, in the same rounds
-        fulls.append(time_full_recompute(worlds["bf16"], args.steps, 1))  # bf16 is always a row
+        fulls.append(time_full_recompute(worlds[float_row], args.steps, 1))
     rows = {key: sorted(v, key=lambda r: r["total"])[len(v) // 2] for key, v in samples.items()}
     for (prec, th), r in rows.items():
         world = worlds[prec]
         gflops = flops["dynamics"] / r["dynamics"] / 1e6
-        ref_dtype = torch.float32 if prec == "fp32" or world.dtype == torch.float32 else torch.bfloat16
+        ref_dtype = torch.float32 if prec == "fp32" else peak_dtype  # int8 against the fastest float rate
         fused = getattr(world, "attention_path", "") == "fused C kernels"
-        label = world.device_description + (", fused attention" if fused else ", torch-op attention")
+        label = world.device_description + (", fused attention" if fused else ", torch-op attention") + f", {getattr(world, 'linear_path', '?')} linears"
         print(f"| cached ({args.engine}) | {label} | {th} | {r['encode']:.1f} | {r['dynamics']:.1f} "
               f"| {r['decode']:.1f} | {r['total']:.1f} | {r['fps']:.1f} | {gflops:.0f} "
               f"| {100 * gflops / peaks[th, ref_dtype]:.0f}% of {'fp32' if ref_dtype == torch.float32 else 'bf16'} |")
     torch.set_num_threads(main_threads)
-    world = worlds["bf16"]
+    world = worlds[float_row]
     full = sorted(fulls)[len(fulls) // 2]
-    best = rows["bf16", main_threads]["total"]
     print(f"| full recompute (cache off) | {world.device_description} | {main_threads} | - | - | - | {full:.0f} | "
           f"{1e3 / full:.2f} | - | - |")
     if args.compile:
@@ -159,13 +172,16 @@ def main() -> None:
             print(f"| torch.compile (compile {result[0]:.0f} s) | {world.device_description} | {main_threads} | "
                   f"{r['encode']:.1f} | {r['dynamics']:.1f} | {r['decode']:.1f} | {r['total']:.1f} | {r['fps']:.1f} "
                   f"| {flops['dynamics'] / r['dynamics'] / 1e6:.0f} | |")
-    print(f"\ncached vs full recompute at a full context ({main_threads} thread{'s' * (main_threads > 1)}, bf16): "
-          f"{full / best:.1f}x faster")
-    if ("int8", main_threads) in rows:  # the CPU default, against the fastest float recompute
-        print(f"cached int8 dynamics (the CPU default) vs the bf16 full recompute: "
-              f"{full / rows['int8', main_threads]['total']:.1f}x faster")
-        print(f"fused attention kernels vs the same int8 path on torch operations: "
-              f"{rows['int8-ops', main_threads]['total'] / rows['int8', main_threads]['total']:.2f}x faster")
+    th_text = f"{main_threads} thread{'s' * (main_threads > 1)}"
+    print(f"\ncached vs full recompute at a full context ({th_text}, {float_row}): "
+          f"{full / rows[float_row, main_threads]['total']:.1f}x faster")
+    default = rows[default_row, main_threads]["total"]
+    print(f"cached default ({worlds[default_row].device_description}) vs the {float_row} full recompute: {full / default:.1f}x faster")
+    if ("int8-ops", main_threads) in rows:
+        print(f"int8: fused attention kernels vs torch operations (both on fbgemm): "
+              f"{rows['int8-ops', main_threads]['total'] / rows['int8-fbgemm', main_threads]['total']:.2f}x faster; "
+              f"C int8 linear vs fbgemm (both with fused attention): "
+              f"{rows['int8-fbgemm', main_threads]['total'] / default:.2f}x faster; all together {rows['int8-ops', main_threads]['total'] / default:.2f}x")
 
     steps_list = sorted({1, 8, args.steps} if args.quick else {1, 2, 4, 8, 16, 25, args.steps})
     sweep_world = make_world(args, "auto")  # what the player runs

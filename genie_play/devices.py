@@ -52,6 +52,17 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_has_vnni() -> bool:
+    """True if this CPU has VNNI int8 dot products (AVX-512 VNNI or AVX-VNNI), which fbgemm uses."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return ("avx512_vnni" in flags) or ("avx_vnni" in flags)
+    except OSError:
+        return False
+
+
 def cpu_int8_kernels() -> bool:
     """fbgemm's int8 linears are available (x86 with AVX2 or better): the dynamics' play precision
     when the user says auto. Measured on the bundled world: 1.1-1.35x the frames/s of bf16, held-out
@@ -102,16 +113,20 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 class _PackedLinear:
     """An nn.Linear's weight prepared once for inference: oneDNN-prepacked bf16 (the plain bf16
-    matmul reorders the weight on every call, which at 64 rows costs as much as the product) or
-    fbgemm int8 (per-channel weights, activations quantised per call; fp32 in and out). Both fuse
-    the epilogue (SiLU or the residual add) where the kernel can."""
+    matmul reorders the weight on every call, which at 64 rows costs as much as the product), int8
+    through play_kernels' C linear (activations quantised per row; on CPUs without VNNI) or fbgemm
+    int8 (per-channel weights, activations quantised per call; fp32 in and out). All fuse the
+    epilogue (SiLU or the residual add) where the kernel can."""
 
-    def __init__(self, module: nn.Linear, kind: str, rows_per_item: int | None = None) -> None:
+    def __init__(self, module: nn.Linear, kind: str, rows_per_item: int | None = None, kernels=None) -> None:
         self.kind, self.source, self.stamp = kind, module.weight, (module.weight._version, module.weight.data_ptr())
         self.rows_per_item = rows_per_item
         self.out_features = module.out_features
+        self.kernels = kernels if kind == "int8" and kernels is not None and kernels.linear_fits(module.in_features, module.out_features) else None
         weight = module.weight.detach()
-        if kind == "bf16":
+        if self.kernels is not None:
+            self.packed = self.kernels.pack_linear(weight, module.bias)
+        elif kind == "bf16":
             self.bias = None if module.bias is None else module.bias.detach().to(torch.bfloat16)
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16), 64)
         else:
@@ -132,6 +147,8 @@ class _PackedLinear:
         return w is self.source and (w._version, w.data_ptr()) == self.stamp
 
     def __call__(self, x: torch.Tensor, act: bool, residual: torch.Tensor | None) -> torch.Tensor:
+        if self.kernels is not None:  # rows are quantised one by one: batches equal single calls
+            return self.kernels.linear(x, self.packed, act, residual)
         if self.kind == "bf16":
             if residual is not None and not act:
                 return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.packed, self.bias, "add")
@@ -158,15 +175,16 @@ class _PackedLinear:
         return torch.cat([torch.ops.quantized.linear_dynamic(item, self.packed, True) for item in items])
 
 
-def pack_linears(module: nn.Module, kind: str, rows_per_item: int | None = None) -> int:
+def pack_linears(module: nn.Module, kind: str, rows_per_item: int | None = None, kernels=None) -> int:
     """Give every nn.Linear in `module` a `_PackedLinear` ("bf16" or "int8") that `linear` uses,
-    or remove them ("plain"). Parameters and state_dict are untouched. Returns how many."""
+    or remove them ("plain"). int8 linears run on `kernels` (a play_kernels.PlayKernels) where it
+    fits them, else on fbgemm. Parameters and state_dict are untouched. Returns how many."""
     count = 0
     for m in module.modules():
         if isinstance(m, nn.Linear):
             m.__dict__.pop("_packed", None)
             if kind != "plain":
-                m.__dict__["_packed"] = _PackedLinear(m, kind, rows_per_item)
+                m.__dict__["_packed"] = _PackedLinear(m, kind, rows_per_item, kernels)
                 count += 1
     return count
 
@@ -183,12 +201,15 @@ def linear(module: nn.Linear, x: torch.Tensor, act: bool = False, residual: torc
     return y if residual is None else residual + y
 
 
-def pack_for_play(module: nn.Module, int8: bool = False, rows_per_item: int | None = None) -> None:
-    """int8 kernels for `module`'s linears (activations quantised per item of `rows_per_item` rows),
-    or oneDNN bf16 ones when its weights are bf16 and the CPU runs bf16 natively; nothing otherwise
-    (fp32 stays on the plain, bit-exact ops)."""
+def pack_for_play(module: nn.Module, int8: bool = False, rows_per_item: int | None = None, kernels=None) -> None:
+    """int8 kernels for `module`'s linears, or oneDNN bf16 ones when its weights are bf16 and the
+    CPU runs bf16 natively; nothing otherwise (fp32 stays on the plain, bit-exact ops). The int8
+    ones run on play_kernels' C linear when `kernels` is given and the CPU has no VNNI (measured on
+    an AVX2 EPYC: 1.3-1.8x fbgemm at the 64-row products of play, and rows quantised one by one),
+    else on fbgemm (activations quantised per item of `rows_per_item` rows), whose VNNI kernels
+    we have not measured against ours."""
     if int8:
-        pack_linears(module, "int8", rows_per_item)
+        pack_linears(module, "int8", rows_per_item, kernels if not cpu_has_vnni() else None)
     elif next(module.parameters()).dtype == torch.bfloat16 and fast_bf16_kernels():
         pack_linears(module, "bf16")
 

@@ -155,6 +155,17 @@ class World:
         return "PyTorch operations" + (f" (fused kernels: {why})" if why else "")
 
     @property
+    def linear_path(self) -> str:
+        """Which kernels run the dynamics' linears in play: the C int8 linear, fbgemm's int8,
+        oneDNN's prepacked bf16, or PyTorch's own (the exact fp32 path)."""
+        packed = self.dynamics.transformer.blocks[0].spatial.qkv.__dict__.get("_packed")
+        if packed is None:
+            return "PyTorch"
+        if packed.kind == "bf16":
+            return "oneDNN bf16"
+        return "C int8" if packed.kernels is not None else "fbgemm int8"
+
+    @property
     def sampling(self) -> dict:
         return dict(self._sampling)
 
@@ -318,14 +329,15 @@ class World:
         """Prepare the play path's linears once (devices.pack_for_play): int8 for the dynamics when
         asked, oneDNN-prepacked bf16 where the compute dtype is bf16 on a CPU that runs it natively."""
         if self.engine == "fast" and self.device.type == "cpu":
-            d = self.config.dynamics  # int8 activations are quantised per frame of tokens (see devices)
-            pack_for_play(self.dynamics, int8=self.precision == "int8", rows_per_item=d.tokens_per_frame + (d.action_mode == "token"))
             # Where play already rounds differently from fp32 (int8 or bf16 compute), the attentions
-            # may take the fused C kernels too; fp32 keeps PyTorch's operations, which the reference
-            # path matches exactly.
+            # (and int8 linears) may take the fused C kernels; fp32 keeps PyTorch's operations,
+            # which the reference path matches exactly.
             reduced = {self.dynamics.transformer: self._dynamics_reduced,
-                       self.tokenizer.decoder: self.dtype == torch.bfloat16}
+                       self.tokenizer.decoder: self.dtype == torch.bfloat16 or self.precision == "int8"}
             kernels = play_kernels.load() if self.kernels and any(reduced.values()) else None
+            d = self.config.dynamics  # fbgemm's int8 activations are quantised per frame of tokens (see devices)
+            pack_for_play(self.dynamics, int8=self.precision == "int8", rows_per_item=d.tokens_per_frame + (d.action_mode == "token"),
+                          kernels=kernels)
             for transformer, fused in reduced.items():
                 fused = fused and kernels is not None and play_kernels.supports_head_dim(transformer.head_dim)
                 transformer.use_kernels(kernels if fused else None)

@@ -115,7 +115,7 @@ def test_reduced_precision_worlds_use_the_kernels_and_stay_close_to_the_torch_op
     fused = World.load(tiny_world_path, device="cpu", precision=precision)
     plain = World.load(tiny_world_path, device="cpu", precision=precision, kernels=False)
     assert _uses_kernels(fused.dynamics.transformer) and fused.attention_path == "fused C kernels"
-    assert _uses_kernels(fused.tokenizer.decoder) == (fused.dtype == torch.bfloat16)  # int8 world: bf16 decoder where the CPU has bf16
+    assert _uses_kernels(fused.tokenizer.decoder)  # bf16 decoder, or an int8 world's decoder (fp32 without native bf16)
     assert not _uses_kernels(plain.dynamics.transformer) and not _uses_kernels(plain.tokenizer.decoder)
     exact = World.load(tiny_world_path, device="cpu", precision="fp32")  # the exact path keeps the torch ops
     assert not _uses_kernels(exact.dynamics.transformer) and not _uses_kernels(exact.tokenizer.decoder)
@@ -133,7 +133,9 @@ def test_reduced_precision_worlds_use_the_kernels_and_stay_close_to_the_torch_op
         ctx = world._context(state.dynamics_kv, state.position + 1, 1, world.dynamics.transformer)
         with torch.inference_mode():
             logits.append(world.dynamics.sample_logits(tokens, world.dynamics.frame_action(world.action_codes[2:3], 1), ctx))
-    tolerance = 1e-3 if precision == "int8" else 2e-2  # bf16 linears round the kernels' fp32 outputs
+    # bf16 linears round the kernels' fp32 outputs; int8 quantises per row in the C linear (where the
+    # CPU has no VNNI) and per frame in fbgemm, about 1.5% of a product's size apart
+    tolerance = 3e-2 if precision == "int8" else 2e-2
     assert (logits[0].float() - logits[1].float()).abs().mean() < tolerance * logits[0].float().abs().mean() + 1e-4
     frames, reference = fused.rollout(prompt_image, [1, 2, 3, 4], seed=0), plain.rollout(prompt_image, [1, 2, 3, 4], seed=0)
     assert frames.shape == (5, 16, 16, 3)

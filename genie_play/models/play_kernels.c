@@ -10,46 +10,7 @@
  * LANES (the caller checks). Products run along contiguous rows with several independent
  * accumulators, so there are no horizontal sums and no single dependency chain.
  */
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-
-/* One vector register of floats (GCC/Clang vector extensions): sixteen with AVX-512, eight with
- * AVX/AVX2, four elsewhere (SSE, NEON). A vector wider than the target's registers would be passed
- * through the stack between functions (measured on an AVX2 CPU: the spatial kernel ran 4x slower
- * with 16 lanes than with 8). The head dimension (a multiple of 16, checked by the caller) is a
- * multiple of every LANES. */
-#if defined(__AVX512F__)
-#define LANES 16
-#elif defined(__AVX__)
-#define LANES 8
-#else
-#define LANES 4
-#endif
-typedef float vf __attribute__((vector_size(4 * LANES)));
-typedef int vi __attribute__((vector_size(4 * LANES)));
-
-static vf load_vf(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-static void store_vf(float *p, vf v) { memcpy(p, &v, sizeof v); }
-static int padded(int n) { return (n + LANES - 1) / LANES * LANES; }
-
-/* Sum of the lanes as a tree (log2(LANES) levels, not a chain of dependent adds). */
-static float hsum(vf v) {
-    float t[LANES];
-    memcpy(t, &v, sizeof t);
-    for (int width = LANES / 2; width > 0; width /= 2)
-        for (int i = 0; i < width; i++) t[i] += t[i + width];
-    return t[0];
-}
-
-/* Largest lane, as a tree like hsum. */
-static float hmax(vf v) {
-    float t[LANES];
-    memcpy(t, &v, sizeof t);
-    for (int width = LANES / 2; width > 0; width /= 2)
-        for (int i = 0; i < width; i++) t[i] = t[i] > t[i + width] ? t[i] : t[i + width];
-    return t[0];
-}
+#include "play_vec.h"
 
 /* out = x * rsqrt(mean(x^2) + eps) * gain * scale: the RMS QK-norm, hd a multiple of LANES. */
 static void rms_gain(const float *x, const float *gain, float eps, float scale, int hd, float *out) {
@@ -67,27 +28,6 @@ static void rope(const float *x, const float *cos_t, const float *sin_t, int hd,
     const int half = hd / 2;
     for (int d = 0; d < half; d++) out[d] = x[d] * cos_t[d] + x[d + half] * sin_t[d];
     for (int d = half; d < hd; d++) out[d] = x[d] * cos_t[d] + x[d - half] * sin_t[d];
-}
-
-/* exp(x) lane by lane, for the x <= 0 of a softmax: Cephes' expf, 2^n * P(r) with x = n ln2 + r,
- * |r| <= ln2/2 (within 2 ulp of expf); n is rounded with the 1.5 * 2^23 trick, which also leaves
- * it in t's low bits for building 2^n. Lanes below -87 (weights under 1e-38) give 0. */
-static vf exp_lanes(vf x) {
-    const vf lo = (vf){0} - 87.0f, magic = (vf){0} + 12582912.0f;
-    const vi below = x < lo;
-    x = (vf)(((vi)x & ~below) | ((vi)lo & below));
-    const vf t = x * 1.44269504088896341f + magic;
-    const vf n = t - magic;
-    const vf r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    vf p = (vf){0} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const vf y = p * (r * r) + r + 1.0f;
-    const vi two_n = ((vi)t - (vi)magic + 127) << 23; /* 2^n in the exponent field */
-    return (vf)((vi)(y * (vf)two_n) & ~below);
 }
 
 /* In-place softmax of s (n); s has room for padded(n) floats, and the padding ends up 0. */

@@ -28,16 +28,33 @@ import torch
 
 from ..paths import user_cache_dir
 
-SOURCE = Path(__file__).with_name("play_kernels.c")
+HERE = Path(__file__).parent
+SOURCES = [HERE / "play_kernels.c", HERE / "play_linear.c"]  # both include play_vec.h
+HEADERS = [HERE / "play_vec.h"]
 # fast-math only in the forms that keep NaN/inf semantics: contract a*b+c into FMAs, no errno.
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC"]
-MAX_HEAD_DIM, MAX_LENGTH, LANES = 256, 4096, 16  # as in play_kernels.c
+MAX_HEAD_DIM, MAX_LENGTH, LANES, LINEAR_COLS = 256, 4096, 16, 16  # as in play_kernels.c / play_linear.c (LANES: the widest)
 
 _reason: str | None = None
 
 
+class Int8Weights:
+    """An nn.Linear's weight for `PlayKernels.linear`: int8 per output channel (symmetric, scale =
+    max |w| / 127), packed in play_linear.c's block layout, with the fp32 bias."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, pack) -> None:
+        w = weight.detach().float()
+        self.out_features, self.in_features = w.shape
+        self.scale = (w.abs().amax(1).clamp_min(1e-30) / 127).contiguous()  # (N,)
+        q = torch.round(w / self.scale[:, None]).clamp_(-127, 127).to(torch.int8).contiguous()  # (N, K)
+        self.offsets = (64 * q.sum(1, dtype=torch.int32)).to(torch.int32).contiguous()  # the activations' +64
+        self.packed = torch.empty_like(q)
+        pack(q.data_ptr(), self.out_features, self.in_features, self.packed.data_ptr())
+        self.bias = None if bias is None else bias.detach().float().contiguous()
+
+
 class PlayKernels:
-    """The two fused attentions, on contiguous fp32 CPU tensors."""
+    """The two fused attentions and the int8 linear, on contiguous fp32 CPU tensors."""
 
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path
@@ -48,6 +65,38 @@ class PlayKernels:
         self._temporal = lib.gp_temporal_attention
         self._temporal.argtypes = [p, i, i, i, p, p, f, f, p, p, p, p, p, i, i, p, i]
         self._temporal.restype = None
+        self.linear_available = bool(lib.gp_linear_available())
+        self._pack = lib.gp_linear_pack
+        self._pack.argtypes = [p, i, i, p]
+        self._linear = lib.gp_linear
+        self._linear.argtypes = [p, i, i, i, p, p, p, p, i, p, p, p, p, i]
+
+    def linear_fits(self, in_features: int, out_features: int) -> bool:
+        """The int8 linear runs here (AVX2) for these sizes (play_linear.c's blocks)."""
+        return self.linear_available and in_features % LANES == 0 and out_features % LINEAR_COLS == 0
+
+    def pack_linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Int8Weights:
+        if not self.linear_fits(weight.shape[1], weight.shape[0]):
+            raise ValueError(f"play kernels: no int8 linear for {tuple(weight.shape)} here")
+        return Int8Weights(weight, bias, self._pack)
+
+    def linear(self, x: torch.Tensor, w: Int8Weights, act: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., K) fp32 -> (..., N) fp32: residual + silu?(x W^T + b), with x quantised per row
+        to 7 bits (so every row, and every batch item, is independent of the others)."""
+        rows = x.reshape(-1, w.in_features)
+        if rows.dtype != torch.float32 or not rows.is_contiguous():
+            rows = rows.float().contiguous()
+        m = rows.shape[0]
+        y = torch.empty(m, w.out_features)
+        if residual is not None:
+            residual = residual.reshape(m, w.out_features).float().contiguous()  # views when it already is
+        scratch, a_scale = torch.empty(m * w.in_features, dtype=torch.uint8), torch.empty(m)
+        self._linear(
+            rows.data_ptr(), m, w.in_features, w.out_features, w.packed.data_ptr(), w.scale.data_ptr(), w.offsets.data_ptr(),
+            None if w.bias is None else w.bias.data_ptr(), int(act), None if residual is None else residual.data_ptr(),
+            y.data_ptr(), scratch.data_ptr(), a_scale.data_ptr(), torch.get_num_threads(),
+        )
+        return y.view(*x.shape[:-1], w.out_features)
 
     def spatial(self, qkv: torch.Tensor, gain_q: torch.Tensor, gain_k: torch.Tensor, eps: float, scale: float) -> torch.Tensor:
         """qkv (B, N, 3, H, hd) -> (B*N, H*hd): softmax(q k^T) v per frame and head, q and k
@@ -145,9 +194,9 @@ def _loaded_libgomp() -> set[str]:
 
 
 def _build(compiler: str, flags: list[str]) -> Path:
-    """Compile SOURCE for this CPU into the cache (atomically), unless that exact build exists."""
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), compiler.encode(), _cpu_id().encode()])).hexdigest()[:16]
+    """Compile SOURCES for this CPU into the cache (atomically), unless that exact build exists."""
+    texts = [f.read_bytes() for f in SOURCES + HEADERS]
+    key = hashlib.sha256(b"\0".join([*texts, " ".join(flags).encode(), compiler.encode(), _cpu_id().encode()])).hexdigest()[:16]
     directory = user_cache_dir() / "kernels"
     path = directory / f"play_kernels-{key}.so"
     if path.exists():
@@ -156,7 +205,7 @@ def _build(compiler: str, flags: list[str]) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=directory)
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
+        result = subprocess.run([compiler, *flags, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise OSError(f"{Path(compiler).name} failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
         os.replace(tmp, path)
