@@ -88,3 +88,49 @@ def test_sizes_it_cannot_take_stay_on_fbgemm():
         packed = layer.__dict__["_packed"]
         assert (packed.kernels is not None) == (layer.out_features == 48)
         assert _relative(linear(layer, x), layer(x)) < 0.05
+
+
+def _pass(world, x, fused: bool, threads: int):
+    """One cached transformer pass of the world's dynamics on x (B, N, D) after a short session,
+    with the blocks as one C call each (fused) or as their separate calls; returns y and the cache."""
+    transformer = world.dynamics.transformer
+    saved = {b: b.__dict__.pop("_fused") for b in transformer.blocks} if not fused else {}
+    state = world._state
+    frames = tuple(f.repeat_batch(x.shape[0]) for f in state.dynamics_kv)
+    context = world._context(frames, state.position + 1, x.shape[0], transformer)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            y = transformer.run(x, context)
+    finally:
+        torch.set_num_threads(previous)
+        for block, whole in saved.items():
+            block.__dict__["_fused"] = whole
+    return y, [(k.clone(), v.clone()) for k, v in context.buffers]
+
+
+@needs_linear
+def test_a_fused_block_computes_what_its_separate_calls_compute(tiny_world_path, prompt_image):
+    from genie_play.world import World
+
+    world = World.load(tiny_world_path, device="cpu", precision="int8")
+    assert world.linear_path == "C int8"
+    assert all(block.__dict__.get("_fused") is not None for block in world.dynamics.transformer.blocks)
+    world.reset(prompt_image)
+    for action in (1, 5, 2):
+        world.step(action)
+    d = world.config.dynamics
+    x = torch.randn(3, d.tokens_per_frame, d.st.dim)
+    y_fused, cache_fused = _pass(world, x, True, 2)
+    y_calls, cache_calls = _pass(world, x, False, 2)
+    assert _relative(y_fused, y_calls) < 1e-5  # only the LayerNorm's summation order differs
+    for (kf, vf), (kc, vc) in zip(cache_fused, cache_calls):
+        assert _relative(kf, kc) < 1e-5 and _relative(vf, vc) < 1e-5
+    y_one, _ = _pass(world, x, True, 1)
+    assert torch.equal(y_one, y_fused)  # any thread count, the same numbers
+    y_item, _ = _pass(world, x[1:2], True, 2)
+    assert torch.equal(y_item[0], y_fused[1])  # a batch item is computed as it would be alone
+    with torch.no_grad():  # changed weights: the fused step steps aside (the linears fall back to PyTorch)
+        world.dynamics.transformer.blocks[0].norm_s.weight.mul_(2.0)
+    assert not world.dynamics.transformer.blocks[0].__dict__["_fused"].current()

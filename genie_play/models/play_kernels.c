@@ -88,47 +88,48 @@ static void vec_mat(const float *a, const float *b, int depth, int stride, int w
     }
 }
 
+/* Floats of scratch one thread of the spatial attention needs. */
+int gp_spatial_scratch_floats(int n, int hd) { return hd * padded(n) + 2 * n * hd + padded(n) + hd; }
+
 /* Spatial attention among the n tokens of each frame.
  * qkv (items, n, 3, heads, hd) -> out (items, n, heads * hd); q and k RMS-normalised with
- * gain_q * scale and gain_k. (frame, head) pairs are shared among `threads` OpenMP threads when
- * built with OpenMP. Returns 0, or 1 if out of memory. */
-int gp_spatial_attention(const float *qkv, int items, int n, int heads, int hd, const float *gain_q,
-                         const float *gain_k, float eps, float scale, float *out, int threads) {
+ * gain_q * scale and gain_k. scratch: gp_spatial_scratch_floats(n, hd) floats per thread. The
+ * (frame, head) pairs are shared among the threads of the enclosing parallel region (an orphaned
+ * omp for: called outside one, it runs them all). */
+void gp_spatial_body(const float *qkv, int items, int n, int heads, int hd, const float *gain_q, const float *gain_k,
+                     float eps, float scale, float *out, float *scratch) {
     const int np = padded(n), row = 3 * heads * hd;
-    int failed = 0;
-    (void)threads;
-#pragma omp parallel num_threads(threads) reduction(| : failed)
-    {
-        float *scratch = calloc((size_t)hd * np + (size_t)n * hd + (size_t)n * hd + np + hd, sizeof(float));
+    float *kt = scratch + (long)gp_thread() * gp_spatial_scratch_floats(n, hd); /* keys transposed (hd, np) */
+    float *q = kt + hd * np;  /* normalised queries (n, hd) */
+    float *v = q + n * hd;    /* values (n, hd) */
+    float *s = v + n * hd;    /* one query's scores (np) */
+    float *k = s + np;        /* one normalised key (hd) */
+    memset(kt, 0, sizeof(float) * hd * np); /* zero-padded columns */
 #pragma omp for schedule(static)
-        for (int task = 0; task < items * heads; task++) {
-            if (!scratch) {
-                failed = 1;
-                continue;
-            }
-            const int item = task / heads, h = task % heads;
-            float *kt = scratch;     /* keys transposed (hd, np), zero-padded columns */
-            float *q = kt + hd * np; /* normalised queries (n, hd) */
-            float *v = q + n * hd;   /* values (n, hd) */
-            float *s = v + n * hd;   /* one query's scores (np) */
-            float *k = s + np;       /* one normalised key (hd) */
-            const float *base = qkv + (long)item * n * row;
-            for (int j = 0; j < n; j++) {
-                const float *t = base + (long)j * row + h * hd;
-                rms_gain(t + heads * hd, gain_k, eps, 1.0f, hd, k);
-                for (int d = 0; d < hd; d++) kt[d * np + j] = k[d];
-                rms_gain(t, gain_q, eps, scale, hd, q + j * hd);
-                memcpy(v + j * hd, t + 2 * heads * hd, sizeof(float) * hd);
-            }
-            for (int i = 0; i < n; i++) {
-                vec_mat(q + i * hd, kt, hd, np, np, s);
-                softmax(s, n); /* the padded columns get weight 0 */
-                vec_mat(s, v, n, hd, hd, out + ((long)(item * n + i) * heads + h) * hd);
-            }
+    for (int task = 0; task < items * heads; task++) {
+        const int item = task / heads, h = task % heads;
+        const float *base = qkv + (long)item * n * row;
+        for (int j = 0; j < n; j++) {
+            const float *t = base + (long)j * row + h * hd;
+            rms_gain(t + heads * hd, gain_k, eps, 1.0f, hd, k);
+            for (int d = 0; d < hd; d++) kt[d * np + j] = k[d];
+            rms_gain(t, gain_q, eps, scale, hd, q + j * hd);
+            memcpy(v + j * hd, t + 2 * heads * hd, sizeof(float) * hd);
         }
-        free(scratch);
+        for (int i = 0; i < n; i++) {
+            vec_mat(q + i * hd, kt, hd, np, np, s);
+            softmax(s, n); /* the padded columns get weight 0 */
+            vec_mat(s, v, n, hd, hd, out + ((long)(item * n + i) * heads + h) * hd);
+        }
     }
-    return failed;
+}
+
+/* gp_spatial_body on `threads` threads; scratch for that many. */
+void gp_spatial_attention(const float *qkv, int items, int n, int heads, int hd, const float *gain_q, const float *gain_k,
+                          float eps, float scale, float *out, float *scratch, int threads) {
+    (void)threads;
+#pragma omp parallel num_threads(threads)
+    gp_spatial_body(qkv, items, n, heads, hd, gain_q, gain_k, eps, scale, out, scratch);
 }
 
 /* Temporal attention of each position's new frame against its cached context.
@@ -136,13 +137,12 @@ int gp_spatial_attention(const float *qkv, int items, int n, int heads, int hd, 
  * transposed (rows, heads, hd, length), hold the context in slot 0..length-2; the new frame's
  * RoPE'd key and its value are written into slot length-1 of all three. cos_t / sin_t (hd) for the
  * new frame's position. With need_output, out (rows, heads * hd). Needs length <= 4096. Rows are
- * shared among `threads` OpenMP threads when built with OpenMP. */
-void gp_temporal_attention(const float *qkv, int rows, int heads, int hd, const float *gain_q, const float *gain_k,
-                           float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k,
-                           float *ctx_kt, float *ctx_v, int length, int need_output, float *out, int threads) {
+ * shared among the threads of the enclosing parallel region (an orphaned omp for). */
+void gp_temporal_body(const float *qkv, int rows, int heads, int hd, const float *gain_q, const float *gain_k,
+                      float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k, float *ctx_kt,
+                      float *ctx_v, int length, int need_output, float *out) {
     const int row = 3 * heads * hd, last = length - 1;
-    (void)threads;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp for schedule(static)
     for (int r = 0; r < rows; r++) {
         float tmp[256], qr[256], s[4096 + LANES];
         const float *base = qkv + (long)r * row;
@@ -169,4 +169,14 @@ void gp_temporal_attention(const float *qkv, int rows, int heads, int hd, const 
             vec_mat(s, vc, length, hd, hd, out + pair * hd);
         }
     }
+}
+
+/* gp_temporal_body on `threads` threads. */
+void gp_temporal_attention(const float *qkv, int rows, int heads, int hd, const float *gain_q, const float *gain_k,
+                           float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k,
+                           float *ctx_kt, float *ctx_v, int length, int need_output, float *out, int threads) {
+    (void)threads;
+#pragma omp parallel num_threads(threads)
+    gp_temporal_body(qkv, rows, heads, hd, gain_q, gain_k, eps, scale, cos_t, sin_t, ctx_k, ctx_kt, ctx_v, length,
+                     need_output, out);
 }

@@ -29,7 +29,7 @@ import torch
 from ..paths import user_cache_dir
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "play_kernels.c", HERE / "play_linear.c"]  # both include play_vec.h
+SOURCES = [HERE / "play_kernels.c", HERE / "play_linear.c", HERE / "play_block.c"]  # all include play_vec.h
 HEADERS = [HERE / "play_vec.h"]
 # fast-math only in the forms that keep NaN/inf semantics: contract a*b+c into FMAs, no errno.
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC"]
@@ -60,8 +60,19 @@ class PlayKernels:
         self.path = path
         p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
         self._spatial = lib.gp_spatial_attention
-        self._spatial.argtypes = [p, i, i, i, i, p, p, f, f, p, i]
-        self._spatial.restype = i
+        self._spatial.argtypes = [p, i, i, i, i, p, p, f, f, p, p, i]
+        self._spatial.restype = None
+        self._spatial_scratch = lib.gp_spatial_scratch_floats
+        self._spatial_scratch.argtypes = [i, i]
+        self._block_step = lib.gp_block_step
+        self._block_step.argtypes = [p, p, i, i, p, p, p, i, p, p, i, p, p, p, i]
+        self._block_step.restype = None
+        self._block_work = lib.gp_block_work_floats
+        self._block_work.argtypes = [p, i, i, i]
+        self._block_work.restype = ctypes.c_long
+        self._block_bytes = lib.gp_block_bytes
+        self._block_bytes.argtypes = [p, i]
+        self._block_bytes.restype = ctypes.c_long
         self._temporal = lib.gp_temporal_attention
         self._temporal.argtypes = [p, i, i, i, p, p, f, f, p, p, p, p, p, i, i, p, i]
         self._temporal.restype = None
@@ -103,9 +114,9 @@ class PlayKernels:
         RMS-normalised with gain_q * scale and gain_k (hd,)."""
         b, n, _, h, hd = qkv.shape
         _check(qkv, gain_q, gain_k)
-        out = torch.empty(b * n, h * hd)
-        if self._spatial(qkv.data_ptr(), b, n, h, hd, gain_q.data_ptr(), gain_k.data_ptr(), eps, scale, out.data_ptr(), torch.get_num_threads()):
-            raise MemoryError("play kernels: out of memory")
+        out, threads = torch.empty(b * n, h * hd), torch.get_num_threads()
+        scratch = torch.empty(threads * self._spatial_scratch(n, hd))
+        self._spatial(qkv.data_ptr(), b, n, h, hd, gain_q.data_ptr(), gain_k.data_ptr(), eps, scale, out.data_ptr(), scratch.data_ptr(), threads)
         return out
 
     def temporal(
@@ -127,6 +138,70 @@ class PlayKernels:
             qkv.data_ptr(), r, h, hd, gain_q.data_ptr(), gain_k.data_ptr(), eps, scale, cos.data_ptr(), sin.data_ptr(),
             ctx_k.data_ptr(), ctx_kt.data_ptr(), ctx_v.data_ptr(), length, int(need_output), out.data_ptr() if need_output else None,
             torch.get_num_threads(),
+        )
+        return out
+
+
+class _Int8Struct(ctypes.Structure):  # gp_int8 in play_vec.h
+    _fields_ = [("packed", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("offsets", ctypes.c_void_p),
+                ("bias", ctypes.c_void_p), ("k", ctypes.c_int), ("n", ctypes.c_int)]
+
+
+class _BlockStruct(ctypes.Structure):  # gp_block in play_block.c
+    _fields_ = [("norm_w", ctypes.c_void_p * 3), ("norm_b", ctypes.c_void_p * 3), ("norm_eps", ctypes.c_float * 3),
+                ("linear", _Int8Struct * 6), ("gain_s", ctypes.c_void_p * 2), ("gain_t", ctypes.c_void_p * 2),
+                ("qk_eps", ctypes.c_float), ("scale", ctypes.c_float), ("dim", ctypes.c_int), ("heads", ctypes.c_int),
+                ("hidden", ctypes.c_int)]
+
+
+class FusedBlock:
+    """One ST block's play step as one C call (play_block.c): LayerNorms, int8 linears and fused
+    attentions, with the second thread woken once per block instead of once per operation.
+
+    Built from copies of the norms and gains and from the linears' Int8Weights; `current()` says
+    whether the source parameters are still the ones it was built from."""
+
+    def __init__(self, kernels: "PlayKernels", norms: list, linears: list[Int8Weights], gains_s: torch.Tensor,
+                 gains_t: torch.Tensor, qk_eps: float, scale: float, heads: int, sources: list[torch.Tensor]) -> None:
+        self.kernels, self.heads, self.dim, self.hidden = kernels, heads, linears[0].in_features, linears[4].out_features
+        self.sources = [(t, t._version, t.data_ptr()) for t in sources]
+        self.keep = [(w.detach().float().contiguous(), None if b is None else b.detach().float().contiguous(), eps) for w, b, eps in norms]
+        self.linears = linears
+        self.gains = [g.float().contiguous() for g in (*gains_s, *gains_t)]
+        st = _BlockStruct()
+        for i, (w, b, eps) in enumerate(self.keep):
+            st.norm_w[i], st.norm_b[i], st.norm_eps[i] = w.data_ptr(), None if b is None else b.data_ptr(), eps
+        for i, lw in enumerate(linears):
+            st.linear[i] = _Int8Struct(lw.packed.data_ptr(), lw.scale.data_ptr(), lw.offsets.data_ptr(),
+                                       None if lw.bias is None else lw.bias.data_ptr(), lw.in_features, lw.out_features)
+        st.gain_s[0], st.gain_s[1], st.gain_t[0], st.gain_t[1] = (g.data_ptr() for g in self.gains)
+        st.qk_eps, st.scale, st.dim, st.heads, st.hidden = qk_eps, scale, self.dim, heads, self.hidden
+        self.struct = st
+        self._work: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def current(self) -> bool:
+        return all(t._version == version and t.data_ptr() == ptr for t, version, ptr in self.sources)
+
+    def step(self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_kt: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor,
+             sin: torch.Tensor, need_output: bool) -> torch.Tensor | None:
+        """x (B, N, D) -> (B*N, D), or None without need_output (only the keys/values written)."""
+        b, n, d = x.shape
+        rows, length, threads = b * n, ctx_k.shape[2], torch.get_num_threads()
+        x = x if x.dtype == torch.float32 and x.is_contiguous() else x.float().contiguous()
+        _check(ctx_k, ctx_kt, ctx_v, cos, sin)
+        if ctx_k.shape != (rows, self.heads, length, d // self.heads) or ctx_kt.shape != (rows, self.heads, d // self.heads, length):
+            raise ValueError(f"play kernels: context {tuple(ctx_k.shape)} does not fit x {tuple(x.shape)}")
+        key = (rows, n, threads)
+        if key not in self._work:  # reused: a fresh ~1 MB buffer per call would be mapped and faulted in each time
+            ref = ctypes.byref(self.struct)
+            self._work = {key: (torch.empty(self.kernels._block_work(ref, rows, n, threads)),
+                                torch.empty(self.kernels._block_bytes(ref, rows), dtype=torch.uint8))}
+        work, scratch = self._work[key]
+        out = torch.empty(rows, d) if need_output else None
+        self.kernels._block_step(
+            ctypes.byref(self.struct), x.data_ptr(), b, n, ctx_k.data_ptr(), ctx_kt.data_ptr(), ctx_v.data_ptr(), length,
+            cos.data_ptr(), sin.data_ptr(), int(need_output), None if out is None else out.data_ptr(), work.data_ptr(),
+            scratch.data_ptr(), threads,
         )
         return out
 

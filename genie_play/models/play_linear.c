@@ -124,46 +124,78 @@ static void block_product(const uint8_t *a, int rows, int k, const int8_t *wb, i
 }
 #endif
 
-/* y (m, n) = dequant(x (m, k) . W^T) + bias, then SiLU if act, then + residual (m, n) if given.
- * packed from gp_linear_pack; w_scale (n) per output channel; w_offsets (n) = 64 * the int8 weights'
- * sum per output channel (what the activations' +64 adds); bias and residual may be NULL (residual
- * may be y itself). k a multiple of LANES and 4, n of COLS. scratch holds m * k bytes and a_scale
- * m floats. The rows of x are quantised first, then the threads share the column blocks. */
-void gp_linear(const float *x, int m, int k, int n, const int8_t *packed, const float *w_scale, const int32_t *w_offsets,
-               const float *bias, int act, const float *residual, float *y, uint8_t *scratch, float *a_scale, int threads) {
+/* a (m, k) u8 and a_scale (m) from the rows of x (m, k); rows shared among the team. */
+void gp_quantise_rows(const float *x, int m, int k, uint8_t *a, float *a_scale) {
+#pragma omp for schedule(static)
+    for (int r = 0; r < m; r++) a_scale[r] = quantise_row(x + (long)r * k, k, a + (long)r * k);
+}
+
+/* LayerNorm of the rows of x (m, d) with weight w and bias b (or NULL), quantised straight into a and a_scale
+ * (the normalised rows are never stored); d a multiple of LANES, at most 4096. */
+void gp_layer_norm_quantise(const float *x, int m, int d, const float *w, const float *b, float eps, uint8_t *a, float *a_scale) {
+#pragma omp for schedule(static)
+    for (int r = 0; r < m; r++) {
+        const float *row = x + (long)r * d;
+        float h[4096];
+        vf total = (vf){0};
+        for (int i = 0; i < d; i += LANES) total += load_vf(row + i);
+        const float mean = hsum(total) / (float)d;
+        vf squares = (vf){0};
+        for (int i = 0; i < d; i += LANES) {
+            const vf c = load_vf(row + i) - mean;
+            squares += c * c;
+        }
+        const float inv = 1.0f / sqrtf(hsum(squares) / (float)d + eps);
+        for (int i = 0; i < d; i += LANES)
+            store_vf(h + i, (load_vf(row + i) - mean) * inv * load_vf(w + i) + (b ? load_vf(b + i) : (vf){0}));
+        a_scale[r] = quantise_row(h, d, a + (long)r * d);
+    }
+}
+
+/* y (m, n) = dequant(a . W^T) + bias, then SiLU if act, then + residual (m, n) if given (residual
+ * may be y itself: each element is read before it is written, by the same thread). Column blocks
+ * shared among the team. */
+void gp_gemm(const uint8_t *a, const float *a_scale, int m, const gp_int8 *w, int act, const float *residual, float *y) {
 #if GP_HAVE_AVX2
-    uint8_t *a = scratch;
-    (void)threads;
-#pragma omp parallel num_threads(threads)
-    {
+    const int k = w->k, n = w->n;
 #pragma omp for schedule(static)
-        for (int r = 0; r < m; r++) a_scale[r] = quantise_row(x + (long)r * k, k, a + (long)r * k);
-#pragma omp for schedule(static)
-        for (int nb = 0; nb < n / COLS; nb++) {
-            const int8_t *wb = packed + (long)nb * (k / 4) * COLS * 4;
-            int32_t acc[ROWS * COLS];
-            for (int r0 = 0; r0 < m; r0 += ROWS) {
-                const int rows = m - r0 < ROWS ? m - r0 : ROWS;
-                block_product(a + (long)r0 * k, rows, k, wb, acc);
-                for (int r = 0; r < rows; r++) {
-                    const long row = r0 + r;
-                    for (int c = 0; c < COLS; c += LANES) {
-                        const long col = (long)nb * COLS + c, at = row * n + col;
-                        vi sums, offsets;
-                        memcpy(&sums, acc + r * COLS + c, sizeof sums);
-                        memcpy(&offsets, w_offsets + col, sizeof offsets);
-                        vf v = __builtin_convertvector(sums - offsets, vf) * (a_scale[row] * load_vf(w_scale + col));
-                        if (bias) v += load_vf(bias + col);
-                        if (act) v = silu_lanes(v);
-                        if (residual) v += load_vf(residual + at);
-                        store_vf(y + at, v);
-                    }
+    for (int nb = 0; nb < n / COLS; nb++) {
+        const int8_t *wb = w->packed + (long)nb * (k / 4) * COLS * 4;
+        int32_t acc[ROWS * COLS];
+        for (int r0 = 0; r0 < m; r0 += ROWS) {
+            const int rows = m - r0 < ROWS ? m - r0 : ROWS;
+            block_product(a + (long)r0 * k, rows, k, wb, acc);
+            for (int r = 0; r < rows; r++) {
+                const long row = r0 + r;
+                for (int c = 0; c < COLS; c += LANES) {
+                    const long col = (long)nb * COLS + c, at = row * n + col;
+                    vi sums, offsets;
+                    memcpy(&sums, acc + r * COLS + c, sizeof sums);
+                    memcpy(&offsets, w->offsets + col, sizeof offsets);
+                    vf v = __builtin_convertvector(sums - offsets, vf) * (a_scale[row] * load_vf(w->scale + col));
+                    if (w->bias) v += load_vf(w->bias + col);
+                    if (act) v = silu_lanes(v);
+                    if (residual) v += load_vf(residual + at);
+                    store_vf(y + at, v);
                 }
             }
         }
     }
 #else
-    (void)x, (void)m, (void)k, (void)n, (void)packed, (void)w_scale, (void)w_offsets, (void)bias, (void)act;
-    (void)residual, (void)y, (void)scratch, (void)a_scale, (void)threads;
+    (void)a, (void)a_scale, (void)m, (void)w, (void)act, (void)residual, (void)y;
 #endif
+}
+
+/* y (m, n) = residual + silu?(x (m, k) W^T + bias) on `threads` threads: the rows of x quantised
+ * into scratch (m * k bytes) and a_scale (m), then the product. k a multiple of LANES and 4, n of
+ * COLS; bias and residual may be NULL. */
+void gp_linear(const float *x, int m, int k, int n, const int8_t *packed, const float *w_scale, const int32_t *w_offsets,
+               const float *bias, int act, const float *residual, float *y, uint8_t *scratch, float *a_scale, int threads) {
+    const gp_int8 w = {packed, w_scale, w_offsets, bias, k, n};
+    (void)threads;
+#pragma omp parallel num_threads(threads)
+    {
+        gp_quantise_rows(x, m, k, scratch, a_scale);
+        gp_gemm(scratch, a_scale, m, &w, act, residual, y);
+    }
 }

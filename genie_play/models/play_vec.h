@@ -1,15 +1,24 @@
-/* Vector helpers shared by the play kernels (play_kernels.c, play_linear.c). */
+/* Vector helpers and work-sharing bodies shared by the play kernels (play_kernels.c, play_linear.c,
+ * play_block.c). */
 #ifndef GP_PLAY_VEC_H
 #define GP_PLAY_VEC_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+static inline int gp_thread(void) { return omp_get_thread_num(); }
+#else
+static inline int gp_thread(void) { return 0; }
+#endif
 
 /* One vector register of floats (GCC/Clang vector extensions): sixteen with AVX-512, eight with
  * AVX/AVX2, four elsewhere (SSE, NEON). A vector wider than the target's registers would be passed
  * through the stack between functions (measured on an AVX2 CPU: the spatial kernel ran 4x slower
- * with 16 lanes than with 8). The head dimension (a multiple of 16, checked by the caller) is a
+ * with 16 lanes than with 8: 8.7x). The head dimension (a multiple of 16, checked by the caller) is a
  * multiple of every LANES. */
 #if defined(__AVX512F__)
 #define LANES 16
@@ -63,5 +72,27 @@ static inline vf exp_lanes(vf x) {
     const vi two_n = ((vi)t - (vi)magic + 127) << 23; /* 2^n in the exponent field */
     return (vf)((vi)(y * (vf)two_n) & ~below);
 }
+
+/* Work-sharing bodies (orphaned omp for loops: inside a parallel region the team shares them, outside
+ * one they run whole), used alone through their wrappers and together by play_block.c. */
+
+/* An int8 linear prepared by gp_linear_pack (play_linear.c). */
+typedef struct {
+    const int8_t *packed;   /* blocks of 16 output columns */
+    const float *scale;     /* (n) per output channel */
+    const int32_t *offsets; /* (n) 64 * the int8 weights' sum per output channel */
+    const float *bias;      /* (n) or NULL */
+    int k, n;
+} gp_int8;
+
+void gp_quantise_rows(const float *x, int m, int k, uint8_t *a, float *a_scale);
+void gp_layer_norm_quantise(const float *x, int m, int d, const float *w, const float *b, float eps, uint8_t *a, float *a_scale);
+void gp_gemm(const uint8_t *a, const float *a_scale, int m, const gp_int8 *w, int act, const float *residual, float *y);
+int gp_spatial_scratch_floats(int n, int hd);
+void gp_spatial_body(const float *qkv, int items, int n, int heads, int hd, const float *gain_q, const float *gain_k,
+                     float eps, float scale, float *out, float *scratch);
+void gp_temporal_body(const float *qkv, int rows, int heads, int hd, const float *gain_q, const float *gain_k,
+                      float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k, float *ctx_kt,
+                      float *ctx_v, int length, int need_output, float *out);
 
 #endif

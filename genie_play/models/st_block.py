@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..devices import linear
 
 if TYPE_CHECKING:
-    from .play_kernels import PlayKernels
+    from .play_kernels import FusedBlock, PlayKernels
 
 
 @dataclass
@@ -186,6 +186,22 @@ class STBlock(nn.Module):
             out[..., 0, :, :] *= scale
         return out
 
+    def fuse(self, kernels: "PlayKernels") -> "FusedBlock | None":
+        """This block's play step as one C call (play_kernels.FusedBlock), when every linear of it
+        runs on the C int8 linear; None otherwise."""
+        linears = [self.spatial.qkv, self.spatial.out, self.temporal.qkv, self.temporal.out, self.ffn[0], self.ffn[2]]
+        packs = [m.__dict__.get("_packed") for m in linears]
+        if any(p is None or getattr(p, "kernels", None) is None for p in packs):
+            return None
+        from .play_kernels import FusedBlock
+
+        gain_s, gain_t, scale = self.play_consts()
+        norms = [(n.weight, n.bias, n.eps) for n in (self.norm_s, self.norm_t, self.norm_f)]
+        sources = [m.weight for m in linears] + [p for m in (self.norm_s, self.norm_t, self.norm_f, self.spatial, self.temporal)
+                                                 for p in m.parameters() if p.dim() == 1]  # norms, QK gains, biases
+        return FusedBlock(kernels, norms, [p.packed for p in packs], (gain_s[0, 0], gain_s[1, 0]), (gain_t[0, 0], gain_t[1, 0]),
+                          self.spatial.q_norm.eps, scale, self.cfg.heads, sources)
+
     def play_step(
         self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
         consts: tuple[torch.Tensor, torch.Tensor, float], need_output: bool = True, ctx_kt: torch.Tensor | None = None,
@@ -200,6 +216,10 @@ class STBlock(nn.Module):
         kernels installed (`STTransformer.use_kernels`), both attentions are one C call each and
         ctx_kt (B*N, H, hd, L+1), the keys transposed, must be given (and is kept in step)."""
         b, n, d = x.shape
+        whole = self.__dict__.get("_fused")  # the whole step as one C call (fuse)
+        if whole is not None and ctx_kt is not None and whole.current():
+            y = whole.step(x, ctx_k, ctx_kt, ctx_v, cos, sin, need_output)
+            return None if y is None else y.view(b, n, d)
         gain_s, gain_t, scale = consts
         ln_s, ln_t, ln_f = self.norm_s, self.norm_t, self.norm_f
         fused = self.__dict__.get("_kernels")  # play_kernels.PlayKernels when the World installed them
@@ -315,9 +335,14 @@ class STTransformer(nn.Module):
     def use_kernels(self, kernels: "PlayKernels | None") -> None:
         """Run the play path's attentions through fused C kernels (play_kernels.load()), or back
         through PyTorch's operations with None. They compute in fp32 (as the PyTorch path does, from
-        bf16 activations too) and need the fp32 key/value cache of the fast engine."""
+        bf16 activations too) and need the fp32 key/value cache of the fast engine. Blocks whose
+        linears all run on the C int8 linear (devices.pack_for_play first) run as one C call each."""
         for block in self.blocks:
             block.__dict__["_kernels"] = kernels
+            fused = block.fuse(kernels) if kernels is not None else None
+            block.__dict__.pop("_fused", None)
+            if fused is not None:
+                block.__dict__["_fused"] = fused
 
     def compile_play(self, enable: bool = True) -> None:
         """Install (or remove) a torch.compile'd `play_layers`, dynamic in the context length and
