@@ -74,6 +74,7 @@ class World:
         # against the context run ~2.5x faster in fp32 than in bf16 on the CPU (and it is a few MB).
         self.kv_dtype = torch.float32 if engine == "fast" else self.dtype
         self.kernels = kernels  # allow play_kernels' fused attentions (int8 / bf16 on the CPU)
+        self._pick = maskgit.torch_pick  # MaskGIT's per-round draw (the C one where play is reduced precision)
         self._pack_kernels()
         self.labels = list(labels) if labels else [""] * self.num_actions
         self.world_id, self.card, self.path = world_id, card or {}, path
@@ -341,6 +342,7 @@ class World:
             for transformer, fused in reduced.items():
                 fused = fused and kernels is not None and play_kernels.supports_head_dim(transformer.head_dim)
                 transformer.use_kernels(kernels if fused else None)
+            self._pick = kernels.maskgit_pick if kernels is not None and self._dynamics_reduced else maskgit.torch_pick
             # The decoder: bf16 where the CPU runs it natively; in an int8 world without native bf16,
             # int8 too (measured on an AVX2 EPYC: ~2.5x faster than its fp32 decode, see weights/README.md)
             decoder_int8 = self.precision == "int8" and self.dtype == torch.float32
@@ -400,7 +402,7 @@ class World:
         else:
             emb = self.dynamics.frame_action(codes, batch)  # once per frame, not per round
             fn = lambda tok, pos: self.dynamics.sample_logits(tok, emb, ctx, pos)  # noqa: E731
-            tokens = maskgit.decode(fn, masked, mask_id, masked_only=True, **options)
+            tokens = maskgit.decode(fn, masked, mask_id, masked_only=True, pick=self._pick, **options)
         self._sample_ms = (time.perf_counter() - t0) * 1e3  # read by the next _advance for last_timings
         return tokens, ctx
 

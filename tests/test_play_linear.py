@@ -134,3 +134,27 @@ def test_a_fused_block_computes_what_its_separate_calls_compute(tiny_world_path,
     with torch.no_grad():  # changed weights: the fused step steps aside (the linears fall back to PyTorch)
         world.dynamics.transformer.blocks[0].norm_s.weight.mul_(2.0)
     assert not world.dynamics.transformer.blocks[0].__dict__["_fused"].current()
+
+
+@pytest.mark.skipif(kernels is None, reason="play kernels unavailable")
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_the_c_maskgit_pick_draws_what_torch_pick_draws(temperature):
+    from genie_play.models.maskgit import torch_pick
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 40, 64, generator=gen) * 3
+    positions = torch.stack([torch.randperm(50, generator=gen)[:40].sort().values for _ in range(2)])
+    u, g = torch.rand(50, generator=gen), torch.rand(1, 50, generator=gen)
+    for uu, gg in ((u, g), (None, g), (u, None)):
+        expected, expected_logp = torch_pick(logits, uu, positions, temperature, gg, 0.6)
+        got, got_logp = kernels.maskgit_pick(logits, uu, positions, temperature, gg, 0.6)
+        assert got.dtype == torch.long and got.shape == expected.shape
+        assert (got == expected).float().mean() > 0.97  # only draws within rounding of a CDF step may differ
+        same = got == expected
+        assert torch.allclose(got_logp[same], expected_logp[same], atol=1e-4)
+    # the draws follow softmax(logits / temperature): 4,000 draws of one row over 16 tokens
+    row = torch.randn(1, 1, 16, generator=gen)
+    draws = torch.stack([kernels.maskgit_pick(row, torch.rand(1, generator=gen), torch.zeros(1, 1, dtype=torch.long),
+                                              temperature, None, 0.0)[0][0, 0] for _ in range(4000)])
+    freq = torch.bincount(draws, minlength=16).float() / 4000
+    assert (freq - (row[0, 0] / temperature).softmax(-1)).abs().max() < 0.03

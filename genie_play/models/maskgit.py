@@ -40,6 +40,23 @@ def mask_counts(num_masked: int, steps: int, schedule: Callable[[float], float] 
     return counts
 
 
+def torch_pick(logits: torch.Tensor, u: torch.Tensor | None, positions: torch.Tensor, temperature: float,
+               g: torch.Tensor | None, noise_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round's draw for the masked positions: logits (B, M, V) fp32, positions (B, M); u (N,)
+    uniforms per position (None = greedy), g (1, N) uniforms for the Gumbel noise (None = none).
+    -> sampled (B, M) long and its confidence log_softmax(logits)[sampled] + noise (B, M)."""
+    if u is None:
+        sampled = logits.argmax(dim=-1)
+    else:
+        probs = (logits if temperature == 1.0 else logits / temperature).softmax(dim=-1)
+        sampled = torch.searchsorted(probs.cumsum(dim=-1), u[positions][..., None]).squeeze(-1)
+        sampled = sampled.clamp_(max=logits.shape[-1] - 1)
+    logp = logits.log_softmax(dim=-1).gather(-1, sampled[..., None]).squeeze(-1)  # (B, M)
+    if g is not None:
+        logp = logp + (noise_scale * -torch.log(-torch.log(g.clamp(1e-20, 1.0 - 1e-7))))[0, positions]
+    return sampled, logp
+
+
 def decode(
     logits_fn: Callable[..., torch.Tensor],
     tokens: torch.Tensor,
@@ -50,15 +67,17 @@ def decode(
     schedule: Callable[[float], float] = cosine_schedule,
     choice_temperature: float = 1.0,
     masked_only: bool = False,
+    pick: Callable[..., tuple[torch.Tensor, torch.Tensor]] = torch_pick,
 ) -> torch.Tensor:
     """Fill the masked positions of tokens (B, N). logits_fn: (B, N) long -> (B, N, V) logits, or
     with masked_only, (tokens (B, N), positions (B, M) long) -> (B, M, V) logits of those positions.
 
     temperature scales the sampling logits (0 = greedy); choice_temperature scales the Gumbel noise
     on the confidences, annealed linearly to 0 over the rounds (MaskGIT's randomised ranking).
-    Every row must start with the same number of masked positions (true for a new frame).
+    Every row must start with the same number of masked positions (true for a new frame). `pick`
+    draws and scores the masked positions' tokens (`torch_pick`'s arguments and results).
 
-    Gives exactly `decode_reference`'s tokens and leaves the generator in the same state, but works
+    With torch_pick, gives exactly `decode_reference`'s tokens and leaves the generator in the same state, but works
     on the M still-masked positions only (revealed ones are never resampled): the same uniforms are
     drawn for all N positions and indexed, and ranking the masked ones by confidence (stable, ties
     to the lower position) reveals the same tokens as ranking all N with +inf for the revealed."""
@@ -85,20 +104,12 @@ def decode(
         else:
             full = logits_fn(tokens)
             logits = full.gather(1, positions[..., None].expand(-1, -1, full.shape[-1])).float()
-        if greedy:
-            sampled = logits.argmax(dim=-1)
-        else:
-            probs = (logits if temperature == 1.0 else logits / temperature).softmax(dim=-1)
-            sampled = torch.searchsorted(probs.cumsum(dim=-1), u[positions][..., None]).squeeze(-1)
-            sampled = sampled.clamp_(max=logits.shape[-1] - 1)
+        sampled, logp = pick(logits, u, positions, temperature, g, noise_scale)
         reveal_count = positions.shape[1] - keep_masked
         if keep_masked == 0:  # everything left is revealed: the ranking cannot matter
             tokens.scatter_(1, positions, sampled)
             positions = positions[:, :0]
             continue
-        logp = logits.log_softmax(dim=-1).gather(-1, sampled[..., None]).squeeze(-1)  # (B, M)
-        if g is not None:
-            logp = logp + (noise_scale * -torch.log(-torch.log(g.clamp(1e-20, 1.0 - 1e-7))))[0, positions]
         order = logp.argsort(dim=-1, descending=True, stable=True)
         reveal = order[:, :reveal_count]
         tokens.scatter_(1, positions.gather(1, reveal), sampled.gather(1, reveal))

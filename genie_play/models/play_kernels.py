@@ -29,7 +29,7 @@ import torch
 from ..paths import user_cache_dir
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "play_kernels.c", HERE / "play_linear.c", HERE / "play_block.c"]  # all include play_vec.h
+SOURCES = [HERE / f"play_{name}.c" for name in ("kernels", "linear", "block", "sample")]  # all include play_vec.h
 HEADERS = [HERE / "play_vec.h"]
 # fast-math only in the forms that keep NaN/inf semantics: contract a*b+c into FMAs, no errno.
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC"]
@@ -73,6 +73,9 @@ class PlayKernels:
         self._block_bytes = lib.gp_block_bytes
         self._block_bytes.argtypes = [p, i]
         self._block_bytes.restype = ctypes.c_long
+        self._pick = lib.gp_maskgit_pick
+        self._pick.argtypes = [p, i, i, p, p, f, p, f, p, p, i]
+        self._pick.restype = None
         self._temporal = lib.gp_temporal_attention
         self._temporal.argtypes = [p, i, i, i, p, p, f, f, p, p, p, p, p, i, i, p, i]
         self._temporal.restype = None
@@ -81,6 +84,24 @@ class PlayKernels:
         self._pack.argtypes = [p, i, i, p]
         self._linear = lib.gp_linear
         self._linear.argtypes = [p, i, i, i, p, p, p, p, i, p, p, p, p, i]
+
+    def maskgit_pick(self, logits: torch.Tensor, u: torch.Tensor | None, positions: torch.Tensor, temperature: float,
+                     g: torch.Tensor | None, noise_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """maskgit.torch_pick in one C call (play_sample.c), for vocabularies that are a multiple
+        of LANES (else torch_pick): the same draws up to float rounding at the CDF's steps."""
+        b, m, v = logits.shape
+        if v % LANES or logits.device.type != "cpu":
+            from .maskgit import torch_pick
+
+            return torch_pick(logits, u, positions, temperature, g, noise_scale)
+        logits = logits.float().contiguous()
+        positions = positions.contiguous()
+        u = None if u is None else u.float().contiguous()
+        g = None if g is None else g.float().contiguous()
+        sampled, logp = torch.empty(b, m, dtype=torch.long), torch.empty(b, m)
+        self._pick(logits.data_ptr(), b * m, v, positions.data_ptr(), None if u is None else u.data_ptr(), temperature,
+                   None if g is None else g.data_ptr(), noise_scale, sampled.data_ptr(), logp.data_ptr(), torch.get_num_threads())
+        return sampled, logp
 
     def linear_fits(self, in_features: int, out_features: int) -> bool:
         """The int8 linear runs here (AVX2) for these sizes (play_linear.c's blocks)."""
