@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genie_play.devices import linear, pack_linears
+from genie_play.devices import cpu_has_vnni, linear, pack_linears
 from genie_play.models import play_kernels
 
 kernels = play_kernels.load()
@@ -111,6 +111,7 @@ def _pass(world, x, fused: bool, threads: int):
 
 
 @needs_linear
+@pytest.mark.skipif(cpu_has_vnni(), reason="int8 play runs on fbgemm's VNNI kernels on this CPU (no fused blocks)")
 def test_a_fused_block_computes_what_its_separate_calls_compute(tiny_world_path, prompt_image):
     from genie_play.world import World
 

@@ -52,26 +52,39 @@ static void softmax(float *s, int n) {
 }
 
 /* out[c] = sum_k a[k] * b[k * stride + c] for c < width (a multiple of LANES), k < depth: a
- * vector-matrix product along b's contiguous rows. Four column blocks at a time, or, for a
- * narrow product, one block split over four interleaved partial sums, so FMAs never wait on each
- * other. Both scores (q against transposed keys) and weighted sums (probabilities against
+ * vector-matrix product along b's contiguous rows. Four column blocks at a time with even and odd
+ * k summed apart (eight independent chains: an FMA's latency times the two FMA ports), or, for a
+ * narrow product, one block split over four interleaved partial sums. Both scores (q against transposed keys) and weighted sums (probabilities against
  * values) are this. */
 static void vec_mat(const float *a, const float *b, int depth, int stride, int width, float *out) {
     int c = 0;
-    for (; c + 4 * LANES <= width; c += 4 * LANES) {
-        vf acc0 = (vf){0}, acc1 = (vf){0}, acc2 = (vf){0}, acc3 = (vf){0};
-        for (int k = 0; k < depth; k++) {
-            const float *row = b + (long)k * stride + c;
-            const float ak = a[k];
-            acc0 += ak * load_vf(row);
-            acc1 += ak * load_vf(row + LANES);
-            acc2 += ak * load_vf(row + 2 * LANES);
-            acc3 += ak * load_vf(row + 3 * LANES);
+    for (; c + 4 * LANES <= width; c += 4 * LANES) { /* even and odd k in separate sums: 8 chains */
+        vf e0 = (vf){0}, e1 = (vf){0}, e2 = (vf){0}, e3 = (vf){0};
+        vf o0 = (vf){0}, o1 = (vf){0}, o2 = (vf){0}, o3 = (vf){0};
+        int k = 0;
+        for (; k + 2 <= depth; k += 2) {
+            const float *row = b + (long)k * stride + c, *next = row + stride;
+            const float ak = a[k], an = a[k + 1];
+            e0 += ak * load_vf(row);
+            e1 += ak * load_vf(row + LANES);
+            e2 += ak * load_vf(row + 2 * LANES);
+            e3 += ak * load_vf(row + 3 * LANES);
+            o0 += an * load_vf(next);
+            o1 += an * load_vf(next + LANES);
+            o2 += an * load_vf(next + 2 * LANES);
+            o3 += an * load_vf(next + 3 * LANES);
         }
-        store_vf(out + c, acc0);
-        store_vf(out + c + LANES, acc1);
-        store_vf(out + c + 2 * LANES, acc2);
-        store_vf(out + c + 3 * LANES, acc3);
+        if (k < depth) {
+            const float *row = b + (long)k * stride + c;
+            e0 += a[k] * load_vf(row);
+            e1 += a[k] * load_vf(row + LANES);
+            e2 += a[k] * load_vf(row + 2 * LANES);
+            e3 += a[k] * load_vf(row + 3 * LANES);
+        }
+        store_vf(out + c, e0 + o0);
+        store_vf(out + c + LANES, e1 + o1);
+        store_vf(out + c + 2 * LANES, e2 + o2);
+        store_vf(out + c + 3 * LANES, e3 + o3);
     }
     for (; c < width; c += LANES) {
         vf acc0 = (vf){0}, acc1 = (vf){0}, acc2 = (vf){0}, acc3 = (vf){0};

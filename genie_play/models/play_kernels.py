@@ -1,11 +1,17 @@
-"""Fused attention kernels for the CPU play path, compiled from `play_kernels.c` on first use.
+"""C kernels for the CPU play path, compiled from `play_*.c` on first use.
 
 At 64 tokens per frame eager PyTorch spends more time between kernels than in them: a MaskGIT
 round's attention is ~30 small operations per layer, each 5-30 us of dispatch and threading
-overhead. The two C functions here do each attention (QK-norm, RoPE, cache write, scores,
-softmax, weighted sum) in one call. They are used where the play path already rounds differently
-from fp32 (int8 dynamics, bf16 dynamics or decoder), so the exact fp32 path stays on PyTorch's
-operations and the tests can compare the two.
+overhead. The library has
+- the two attentions (QK-norm, RoPE, cache write, scores, softmax, weighted sum), one call each
+  (play_kernels.c);
+- an int8 linear with per-row 7-bit activations and fused bias/SiLU/residual (play_linear.c, AVX2;
+  used instead of fbgemm on CPUs without VNNI, see devices.pack_for_play);
+- a whole ST block's play step in one call when all its linears are int8 here (play_block.c);
+- MaskGIT's per-round draw (play_sample.c).
+They are used where the play path already rounds differently from fp32 (int8 dynamics, bf16
+dynamics or decoder), so the exact fp32 path stays on PyTorch's operations and the tests can
+compare the two.
 
 The library is built once per machine with the system C compiler (`cc`, or $CC) into the user
 cache directory and loaded with ctypes: no Python headers, no torch headers, a second or two of
