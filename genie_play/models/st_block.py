@@ -202,25 +202,31 @@ class STBlock(nn.Module):
         return FusedBlock(kernels, norms, [p.packed for p in packs], (gain_s[0, 0], gain_s[1, 0]), (gain_t[0, 0], gain_t[1, 0]),
                           self.spatial.q_norm.eps, scale, self.cfg.heads, sources)
 
+    def current_fused(self) -> "FusedBlock | None":
+        """The block's fused C step (`fuse`), if installed and still built from the current weights."""
+        whole = self.__dict__.get("_fused")
+        return whole if whole is not None and whole.current() else None
+
     def play_step(
         self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-        consts: tuple[torch.Tensor, torch.Tensor, float], need_output: bool = True, ctx_kt: torch.Tensor | None = None,
+        consts: tuple, need_output: bool = True, ctx_kt: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """`step` for play: x (B, N, D); ctx_k/ctx_v (B*N, H, L+1, hd), whose dtype is the one both
         attentions run in (the World keeps fp32: these small batched products run up to 2.5x faster
-        in fp32 than in bf16 on the CPU); cos (hd,), sin (hd,) with the rotate-half sign folded in.
-        Linears go through devices.linear (prepacked bf16 / int8 kernels with fused SiLU and
+        in fp32 than in bf16 on the CPU); cos (hd,), sin (hd,) with the rotate-half sign folded in;
+        consts: `play_consts()`, plus the block's current fused C step or None (ContextKV.prepared),
+        which then runs the whole step. Linears go through devices.linear (prepacked bf16 / int8 kernels with fused SiLU and
         residual add when the World prepared them); norms are called functionally (a module call
         costs more than a 64-row LayerNorm). Writes the frame's k/v into the scratch slot; returns
         y (B, N, D), or None without need_output (only the keys/values were wanted). With fused
         kernels installed (`STTransformer.use_kernels`), both attentions are one C call each and
         ctx_kt (B*N, H, hd, L+1), the keys transposed, must be given (and is kept in step)."""
         b, n, d = x.shape
-        whole = self.__dict__.get("_fused")  # the whole step as one C call (fuse)
-        if whole is not None and ctx_kt is not None and whole.current():
+        whole = consts[3] if len(consts) > 3 else None  # the whole step as one C call (current_fused)
+        if whole is not None and ctx_kt is not None:
             y = whole.step(x, ctx_k, ctx_kt, ctx_v, cos, sin, need_output)
             return None if y is None else y.view(b, n, d)
-        gain_s, gain_t, scale = consts
+        gain_s, gain_t, scale = consts[:3]
         ln_s, ln_t, ln_f = self.norm_s, self.norm_t, self.norm_f
         fused = self.__dict__.get("_kernels")  # play_kernels.PlayKernels when the World installed them
         # spatial attention among the frame's N tokens
@@ -400,13 +406,17 @@ class ContextKV:
         self.buffers = buffers
 
     def prepared(self, transformer: STTransformer) -> tuple:
-        """(cos (hd,), signed sin (hd,), per-block constants) for the fast path, made once per frame."""
+        """(cos (hd,), signed sin (hd,), per-block constants (play_consts + the fused block or None))
+        for the fast path, made once per frame."""
         if self._prepared is None or self._prepared[0] is not transformer:
             device = self.buffers[0][0].device
             cos, sin = rope_tables(torch.tensor([self.position], device=device), transformer.head_dim, transformer.cfg.rope_base)
             half = transformer.head_dim // 2
             sin = torch.cat([-sin[0, :half], sin[0, half:]])  # rotate_half(x)*sin == roll(x)*signed sin
-            self._prepared = (transformer, cos[0], sin, [block.play_consts() for block in transformer.blocks])
+            # per block: QK gains and scale, and the whole-block C step if it still matches the weights
+            # (checked here once per frame, not once per MaskGIT round)
+            consts = [(*block.play_consts(), block.current_fused()) for block in transformer.blocks]
+            self._prepared = (transformer, cos[0], sin, consts)
         return self._prepared[1:]
 
     def keys_transposed(self) -> list[torch.Tensor]:
