@@ -42,25 +42,25 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=None)
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty elsewhere, where every test below is
+    conservatively False (fp32 and fbgemm are always correct)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
 def cpu_has_bf16() -> bool:
     """True if this CPU has native bf16 dot products (AVX-512 BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return ("avx512_bf16" in flags) or ("amx_bf16" in flags)
-    except OSError:  # not Linux: be conservative, fp32 is always correct
-        return False
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
 
 
-@functools.lru_cache(maxsize=None)
 def cpu_has_vnni() -> bool:
     """True if this CPU has VNNI int8 dot products (AVX-512 VNNI or AVX-VNNI), which fbgemm uses."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return ("avx512_vnni" in flags) or ("avx_vnni" in flags)
-    except OSError:
-        return False
+    return bool({"avx512_vnni", "avx_vnni"} & _cpu_flags())
 
 
 def cpu_int8_kernels() -> bool:

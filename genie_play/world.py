@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import bundle as bundle_io
-from .devices import PRECISIONS, autocast_dtype, cpu_int8_kernels, describe, pack_for_play, pack_linears, resolve_device
+from .devices import PRECISIONS, autocast_dtype, cpu_has_vnni, cpu_int8_kernels, describe, pack_for_play, pack_linears, resolve_device
 from .errors import BadActionError, BadSettingError
 from .images import load_image
 from .models import maskgit, play_kernels
@@ -327,29 +327,29 @@ class World:
         return torch.from_numpy(np.ascontiguousarray(video)).to(self.device)[None]
 
     def _pack_kernels(self) -> None:
-        """Prepare the play path's linears once (devices.pack_for_play): int8 for the dynamics when
-        asked, oneDNN-prepacked bf16 where the compute dtype is bf16 on a CPU that runs it natively."""
+        """Prepare the play path once: its linears (devices.pack_for_play: int8 for the dynamics when
+        asked, oneDNN-prepacked bf16 where the compute dtype is bf16 on a CPU that runs it natively)
+        and the C kernels (models/play_kernels.py)."""
         if self.engine == "fast" and self.device.type == "cpu":
-            # Where play already rounds differently from fp32 (int8 or bf16 compute), the attentions
-            # (and int8 linears) may take the fused C kernels; fp32 keeps PyTorch's operations,
-            # which the reference path matches exactly.
+            # Where play already rounds differently from fp32 (int8 or bf16 compute), the attentions,
+            # int8 linears and MaskGIT's draw may take the C kernels; fp32 keeps PyTorch's
+            # operations, which the reference path matches exactly.
             reduced = {self.dynamics.transformer: self._dynamics_reduced,
                        self.tokenizer.decoder: self.dtype == torch.bfloat16 or self.precision == "int8"}
             kernels = play_kernels.load() if self.kernels and any(reduced.values()) else None
-            d = self.config.dynamics  # fbgemm's int8 activations are quantised per frame of tokens (see devices)
+            c_int8 = kernels is not None and kernels.linear_available and not cpu_has_vnni()  # see pack_for_play
+            d, t = self.config.dynamics, self.config.tokenizer  # fbgemm quantises per frame of tokens (see devices)
             pack_for_play(self.dynamics, int8=self.precision == "int8", rows_per_item=d.tokens_per_frame + (d.action_mode == "token"),
                           kernels=kernels)
-            for transformer, fused in reduced.items():
+            # The decoder: bf16 where the CPU runs it natively; in an int8 world without native bf16, int8
+            # on the C linear (on an AVX2 EPYC ~2x faster than its fp32 decode, within 0.01 dB; weights/README.md)
+            decoder_int8 = self.precision == "int8" and self.dtype == torch.float32 and c_int8
+            pack_for_play(self.tokenizer.decoder, int8=decoder_int8, rows_per_item=t.tokens_per_frame, kernels=kernels)
+            pack_for_play(self.tokenizer.dec_out)
+            for transformer, fused in reduced.items():  # after packing: blocks of C int8 linears become one call
                 fused = fused and kernels is not None and play_kernels.supports_head_dim(transformer.head_dim)
                 transformer.use_kernels(kernels if fused else None)
             self._pick = kernels.maskgit_pick if kernels is not None and self._dynamics_reduced else maskgit.torch_pick
-            # The decoder: bf16 where the CPU runs it natively; in an int8 world without native bf16,
-            # int8 too (measured on an AVX2 EPYC: ~2.5x faster than its fp32 decode, see weights/README.md)
-            decoder_int8 = self.precision == "int8" and self.dtype == torch.float32
-            pack_for_play(self.tokenizer.decoder, int8=decoder_int8, rows_per_item=self.config.tokenizer.tokens_per_frame, kernels=kernels)
-            pack_for_play(self.tokenizer.dec_out)
-            if decoder_int8 and kernels is not None:
-                self.tokenizer.decoder.use_kernels(kernels)  # again, now that its linears are int8: fused blocks
 
     def compile(self) -> bool:
         """torch.compile the play path's transformer layers (MaskGIT rounds, record pass, decoder),

@@ -215,8 +215,8 @@ class STBlock(nn.Module):
         attentions run in (the World keeps fp32: these small batched products run up to 2.5x faster
         in fp32 than in bf16 on the CPU); cos (hd,), sin (hd,) with the rotate-half sign folded in;
         consts: `play_consts()`, plus the block's current fused C step or None (ContextKV.prepared),
-        which then runs the whole step. Linears go through devices.linear (prepacked bf16 / int8 kernels with fused SiLU and
-        residual add when the World prepared them); norms are called functionally (a module call
+        which then runs the whole step. Linears go through devices.linear (prepacked bf16 / int8
+        kernels with fused SiLU and residual add when the World prepared them); norms are called functionally (a module call
         costs more than a 64-row LayerNorm). Writes the frame's k/v into the scratch slot; returns
         y (B, N, D), or None without need_output (only the keys/values were wanted). With fused
         kernels installed (`STTransformer.use_kernels`), both attentions are one C call each and
