@@ -6,6 +6,8 @@ the same numbers at any thread count, and fall back cleanly where they cannot be
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,26 @@ def test_without_a_compiler_the_play_path_keeps_torch_ops(monkeypatch, tiny_worl
             assert world.rollout(prompt_image, [1, 2], seed=0).shape == (3, 16, 16, 3)
     play_kernels.load.cache_clear()
     assert not list(tmp_path.rglob("*.so.tmp*")) and not list(tmp_path.rglob("tmp*.so"))  # no half-written library left
+
+
+@needs_kernels
+def test_the_kernels_join_torchs_openmp_threads_even_after_pygame_brought_its_own_runtime():
+    """pygame's wheel vendors a second GNU OpenMP (libgomp-<hash>.so): with pygame imported first, as
+    in the player, the kernels must still be the multi-threaded build bound to torch's runtime (they
+    fell back to one thread there, and the player ran at half the benchmark's speed)."""
+    import subprocess
+    import sys
+
+    if "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch does not run on OpenMP here")
+    code = ("import ctypes, pygame, torch\n"
+            "from genie_play.models import play_kernels as pk\n"
+            "k = pk.load(); lib = ctypes.CDLL(str(k.path)); lib.gp_openmp_symbol.restype = ctypes.c_void_p\n"
+            "print(pk._object_path(lib.gp_openmp_symbol())); print(pk._torch_libgomp())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYGAME_HIDE_SUPPORT_PROMPT": "1"})
+    assert out.returncode == 0, out.stderr
+    used, torchs = out.stdout.split()[-2:]
+    if torchs == "None":
+        pytest.skip("no single libgomp.so.1 beside torch here")
+    assert used == torchs

@@ -12,6 +12,16 @@
  */
 #include "play_vec.h"
 
+/* omp_get_num_threads as this library resolved it (NULL when built without OpenMP): the loader
+ * checks that it lies in torch's own OpenMP runtime, not in a second copy another package brought. */
+void *gp_openmp_symbol(void) {
+#ifdef _OPENMP
+    return (void *)&omp_get_num_threads;
+#else
+    return NULL;
+#endif
+}
+
 /* out = x * rsqrt(mean(x^2) + eps) * gain * scale: the RMS QK-norm, hd a multiple of LANES. */
 static void rms_gain(const float *x, const float *gain, float eps, float scale, int hd, float *out) {
     vf ss = (vf){0};

@@ -264,11 +264,13 @@ def load() -> PlayKernels | None:
         _reason = "no C compiler found (set CC to one)"
         return None
     try:
-        if _torch_libgomp():  # share torch's OpenMP threads (same runtime: the loader reuses it)
+        runtime = _torch_libgomp()
+        if runtime:  # share torch's OpenMP threads (same runtime: the loader reuses it)
             try:
                 path = _build(compiler, FLAGS + ["-fopenmp"])
                 lib = ctypes.CDLL(str(path))
-                if len(_loaded_libgomp()) == 1:
+                lib.gp_openmp_symbol.restype = ctypes.c_void_p
+                if _object_path(lib.gp_openmp_symbol()) == runtime:
                     return PlayKernels(lib, path)
             except OSError:
                 pass  # a compiler without OpenMP: single-threaded kernels below
@@ -279,20 +281,46 @@ def load() -> PlayKernels | None:
         return None
 
 
-def _torch_libgomp() -> bool:
-    """torch runs its intra-op threads on GNU OpenMP (Linux wheels bundle libgomp.so.1), so a
-    library linked with -fopenmp is bound to that same runtime by the loader and joins torch's
-    thread pool instead of starting a second one (checked again after loading)."""
-    return "OpenMP" in torch.__config__.parallel_info() and len(_loaded_libgomp()) == 1
+def _torch_libgomp() -> str | None:
+    """The GNU OpenMP runtime torch runs its intra-op threads on (Linux wheels bundle
+    libgomp.so.1), when there is exactly one runtime of that name mapped: a library linked with
+    -fopenmp is then bound to it by the loader and joins torch's thread pool instead of starting a
+    second one (checked again after loading). Copies other wheels vendor under their own names
+    (pygame's libgomp-<hash>.so) do not count: nothing binds to them by that name."""
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    named = {path for path in _loaded_libgomp() if os.path.basename(path).startswith("libgomp.so")}
+    return named.pop() if len(named) == 1 else None
 
 
 def _loaded_libgomp() -> set[str]:
     """Paths of the GNU OpenMP runtimes mapped into this process (Linux)."""
     try:
         with open("/proc/self/maps") as f:
-            return {line.split()[-1] for line in f if "libgomp" in line}
+            return {os.path.realpath(line.split()[-1]) for line in f if "libgomp" in line}
     except OSError:
         return set()
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _object_path(address: int | None) -> str | None:
+    """The file of the shared object that holds `address` (dladdr), or None."""
+    if not address:
+        return None
+    for name in (None, "libdl.so.2"):  # dladdr is in libc since glibc 2.34, in libdl before
+        try:
+            dladdr = ctypes.CDLL(name).dladdr
+        except (OSError, AttributeError):
+            continue
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        info = _DlInfo()
+        if dladdr(address, ctypes.byref(info)) and info.dli_fname:
+            return os.path.realpath(info.dli_fname.decode())
+    return None
 
 
 def _build(compiler: str, flags: list[str]) -> Path:

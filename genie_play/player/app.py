@@ -1,8 +1,12 @@
 """The player window: event loop, drawing, drag-and-drop, recording. Knows nothing about torch.
 
 One `App.tick()` = read events, take the worker's results, maybe repeat a held key, redraw. The
-loop redraws at `redraw_hz` (60) whether or not a frame is being generated, so the window always
-answers. Tests drive it tick by tick with SDL_VIDEODRIVER=dummy and `pygame.event.post`.
+loop redraws at `redraw_hz` (60) while the world is idle. While it generates a frame, the loop
+sleeps until something happens (a key, a result: the worker posts a wake-up event) or at most
+1/`busy_hz` s: the world's threads use every core, and a UI thread waking 60 times a second
+preempted them (on 2 cores it made play ~1.5x slower than the same world alone, see
+benchmarks/bench_player.py). Tests drive it tick by tick with SDL_VIDEODRIVER=dummy and
+`pygame.event.post`.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ class PlayOptions:
     max_queued: int = 8  # key presses that may wait while a frame is generated
     repeat_delay: float = 0.3  # seconds a key is held before it repeats
     redraw_hz: int = 60
+    busy_hz: float = 4.0  # redraws while a frame is being generated, unless something happens
     message_seconds: float = 6.0
 
 
@@ -71,9 +76,11 @@ class App:
                  options: PlayOptions | None = None):
         self.options = options or PlayOptions()
         self.prompts = PromptList(prompts)
+        self._wake_event = pygame.event.custom_type()
         self.worker = WorldWorker(world_factory, seed=self.options.seed, max_pending_steps=self.options.max_queued,
                                   sampling={k: v for k, v in (("steps", self.options.steps),
-                                                              ("temperature", self.options.temperature)) if v is not None})
+                                                              ("temperature", self.options.temperature)) if v is not None},
+                                  notify=self._wake)
         self.held = HeldKeys(self.options.repeat_delay)
         self.recorder = Recorder()
         self.meter = RateMeter()
@@ -96,6 +103,7 @@ class App:
         self.writer = FileWriter(self._output_dir)
         self.message, self._message_colour, self._message_until = "", hud.TEXT, 0.0
         self.screen: pygame.Surface | None = None
+        self._waited: list[pygame.event.Event] = []  # an event that ended a wait, handled next tick
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "App":
@@ -134,8 +142,10 @@ class App:
     def tick(self) -> bool:
         """One frame of the UI. False once the app should quit."""
         now = time.monotonic()
-        for event in pygame.event.get():
-            self._on_event(event, now)
+        events, self._waited = self._waited + pygame.event.get(), []
+        for event in events:
+            if event.type != self._wake_event:
+                self._on_event(event, now)
         for result in self.worker.poll():
             self._on_result(result, now)
         while self.writer.messages:
@@ -145,9 +155,28 @@ class App:
         if self.running:
             self._draw(now)
             pygame.display.flip()
-            self.clock.tick(self.options.redraw_hz)
             self.frames_drawn += 1
+            self._pace()
         return self.running
+
+    def _wake(self) -> None:
+        """Worker thread: a result is ready; end the UI's wait (SDL's event queue is thread-safe)."""
+        if pygame.display.get_init():
+            try:
+                pygame.event.post(pygame.event.Event(self._wake_event))
+            except pygame.error:  # the queue is full: the UI is awake anyway
+                pass
+
+    def _pace(self) -> None:
+        """Wait before the next tick: 1/redraw_hz while the world is idle (or the explorer animates),
+        else until an event or a result arrives, at most 1/busy_hz."""
+        if self.explorer is not None or self.worker.idle:
+            self.clock.tick(self.options.redraw_hz)
+            return
+        event = pygame.event.wait(max(1, int(1000 / self.options.busy_hz)))
+        if event.type != pygame.NOEVENT:
+            self._waited.append(event)
+        self.clock.tick()  # keep the clock's bookkeeping (no wait)
 
     def say(self, text: str, colour: tuple = hud.TEXT) -> None:
         self.message, self._message_colour = text, colour

@@ -72,8 +72,9 @@ class WorldWorker:
     """Owns a World on a background thread. `world_factory` builds it there (e.g. World.load)."""
 
     def __init__(self, world_factory: Callable[[], Any], seed: int = 0, sampling: dict | None = None,
-                 max_pending_steps: int = 8, history_limit: int = 512):
+                 max_pending_steps: int = 8, history_limit: int = 512, notify: Callable[[], None] | None = None):
         self._factory = world_factory
+        self._notify = notify  # called on the worker thread after each result (the UI's wake-up)
         self.seed = int(seed)
         self._initial_sampling = dict(sampling or {})
         self.max_pending_steps = max_pending_steps
@@ -173,6 +174,8 @@ class WorldWorker:
     # ---- worker side ---------------------------------------------------------------------------
     def _emit(self, result: Result) -> None:
         self._results.append(result)
+        if self._notify is not None:
+            self._notify()
 
     def _run(self) -> None:
         try:
