@@ -67,6 +67,21 @@ def test_world_explore_equals_separate_rollouts(tiny_world_path, prompt_path):
     assert np.array_equal(batch, rollouts(world, prompt_path, SEED))
 
 
+def test_the_bundled_worlds_action_embedding_of_a_batch_equals_its_rows_one_by_one():
+    """The explorer's batch must not round differently from single rollouts anywhere. One place did:
+    a batch of 8 action codes through the action projection went through MKL's gemm, a single code
+    through its gemv, ~5e-7 apart, and on the bundled world that flipped tokens by the third frame."""
+    import torch
+
+    from genie_play.world import World
+
+    world = World.load("coinrun", device="cpu", precision="fp32")
+    with torch.inference_mode():
+        batch = world.dynamics.frame_action(world.action_codes, world.num_actions)
+        rows = [world.dynamics.frame_action(world.action_codes[a : a + 1], 1)[0] for a in range(world.num_actions)]
+    assert all(torch.equal(batch[a], rows[a]) for a in range(world.num_actions))
+
+
 def test_player_explorer_shows_the_rollouts_labels_binds_and_returns(app, tiny_world_path, prompt_path):
     reference = load(tiny_world_path)
     prompt_frame = app.frame.copy()

@@ -93,8 +93,12 @@ class DynamicsModel(nn.Module):
     # -- play: one frame at a time against cached context ----------------------------------------
     def frame_action(self, action: torch.Tensor | None, batch: int) -> torch.Tensor:
         """The action embedding (B, D) of one new frame: action (B, action_dim) that led to it, or
-        None for the first frame. Computed once per frame, not once per MaskGIT step."""
-        return self.no_action.expand(batch, -1) if action is None else self.action_proj(action)
+        None for the first frame. Computed once per frame, not once per MaskGIT step, and one row
+        at a time: a product's rounding can depend on its row count (one row takes MKL's gemv, a
+        few its gemm, ~5e-7 apart), and a batch of rollouts must give exactly single rollouts' frames."""
+        if action is None:
+            return self.no_action.expand(batch, -1)
+        return torch.cat([self.action_proj(row[None]) for row in action])
 
     def _embed_frame(self, tokens: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """tokens (B, N), emb (B, D) -> (B, N or N+1, D)."""
