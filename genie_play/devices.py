@@ -205,7 +205,8 @@ def pack_for_play(module: nn.Module, int8: bool = False, rows_per_item: int | No
     """int8 kernels for `module`'s linears, or oneDNN bf16 ones when its weights are bf16 and the
     CPU runs bf16 natively; nothing otherwise (fp32 stays on the plain, bit-exact ops). The int8
     ones run on play_kernels' C linear when `kernels` is given and the CPU has no VNNI (measured on
-    an AVX2 EPYC: 1.3-1.8x fbgemm at the 64-row products of play, and rows quantised one by one),
+    an AVX2 EPYC: 1.1-1.9x fbgemm per 64-row product in a microbenchmark, 1.07-1.19x per frame;
+    rows quantised one by one),
     else on fbgemm (activations quantised per item of `rows_per_item` rows), whose VNNI kernels
     we have not measured against ours."""
     if int8:

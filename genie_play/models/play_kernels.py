@@ -60,7 +60,8 @@ class Int8Weights:
 
 
 class PlayKernels:
-    """The two fused attentions and the int8 linear, on contiguous fp32 CPU tensors."""
+    """The compiled library's entry points (attentions, int8 linear, MaskGIT pick; FusedBlock uses
+    the block step), on contiguous fp32 CPU tensors."""
 
     def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
         self.path = path
