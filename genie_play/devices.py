@@ -114,7 +114,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 class _PackedLinear:
     """An nn.Linear's weight prepared once for inference: oneDNN-prepacked bf16 (the plain bf16
     matmul reorders the weight on every call, which at 64 rows costs as much as the product), int8
-    through play_kernels' C linear (activations quantised per row; on CPUs without VNNI) or fbgemm
+    through play_kernels' C linear (activations quantised per row; see c_int8_linear) or fbgemm
     int8 (per-channel weights, activations quantised per call; fp32 in and out). All fuse the
     epilogue (SiLU or the residual add) where the kernel can."""
 
@@ -189,28 +189,42 @@ def pack_linears(module: nn.Module, kind: str, rows_per_item: int | None = None,
     return count
 
 
-def linear(module: nn.Linear, x: torch.Tensor, act: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
-    """residual + silu?(module(x)) through the module's packed kernel when it has a current one,
-    else exactly the plain ops (so fp32 results equal the training-time modules bit for bit)."""
+def linear(module: nn.Linear, x: torch.Tensor, act: bool = False, residual: torch.Tensor | None = None,
+           norm: nn.LayerNorm | None = None) -> torch.Tensor:
+    """residual + silu?(module(norm?(x))) through the module's packed kernel when it has a current
+    one (the C int8 linear applies the LayerNorm itself), else exactly the plain ops (so fp32
+    results equal the training-time modules bit for bit)."""
     packed = module.__dict__.get("_packed")
     if packed is not None and packed.valid_for(module):
+        if norm is not None and packed.kernels is not None:
+            return packed.kernels.linear(x, packed.packed, act, residual, norm=(norm.weight, norm.bias, norm.eps))
+        if norm is not None:
+            x = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
         return packed(x, act, residual)
+    if norm is not None:
+        x = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
     y = F.linear(x, module.weight, module.bias)
     if act:
         y = F.silu(y)
     return y if residual is None else residual + y
 
 
+def c_int8_linear(kernels) -> bool:
+    """Whether int8 linears should run on play_kernels' C linear (`kernels`, a PlayKernels or None)
+    rather than fbgemm: where it has an AVX-512 VNNI product (on a Xeon with AVX-512 VNNI: 1.3-1.5x
+    fbgemm per 64-row product, called from Python; benchmarks/bench_play.py), or where the CPU has
+    no VNNI at all (an AVX2 EPYC: 1.1-1.9x per product, 1.07-1.19x per frame). Not where only
+    fbgemm would use the CPU's VNNI (e.g. AVX-VNNI without AVX-512): that pairing is unmeasured."""
+    return kernels is not None and kernels.linear_available and (kernels.linear_vnni or not cpu_has_vnni())
+
+
 def pack_for_play(module: nn.Module, int8: bool = False, rows_per_item: int | None = None, kernels=None) -> None:
     """int8 kernels for `module`'s linears, or oneDNN bf16 ones when its weights are bf16 and the
     CPU runs bf16 natively; nothing otherwise (fp32 stays on the plain, bit-exact ops). The int8
-    ones run on play_kernels' C linear when `kernels` is given and the CPU has no VNNI (measured on
-    an AVX2 EPYC: 1.1-1.9x fbgemm per 64-row product in a microbenchmark, 1.07-1.19x per frame;
-    rows quantised one by one),
-    else on fbgemm (activations quantised per item of `rows_per_item` rows), whose VNNI kernels
-    we have not measured against ours."""
+    ones run on play_kernels' C linear (rows quantised one by one) where `c_int8_linear(kernels)`,
+    else on fbgemm (activations quantised per item of `rows_per_item` rows)."""
     if int8:
-        pack_linears(module, "int8", rows_per_item, kernels if not cpu_has_vnni() else None)
+        pack_linears(module, "int8", rows_per_item, kernels if c_int8_linear(kernels) else None)
     elif next(module.parameters()).dtype == torch.bfloat16 and fast_bf16_kernels():
         pack_linears(module, "bf16")
 

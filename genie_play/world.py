@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from . import bundle as bundle_io
-from .devices import PRECISIONS, autocast_dtype, cpu_has_vnni, cpu_int8_kernels, describe, pack_for_play, pack_linears, resolve_device
+from .devices import PRECISIONS, autocast_dtype, c_int8_linear, cpu_int8_kernels, describe, pack_for_play, pack_linears, resolve_device
 from .errors import BadActionError, BadSettingError
 from .images import load_image
 from .models import maskgit, play_kernels
 from .models.dynamics import DynamicsModel
+from .models.play_frame import FusedFrame
 from .models.lam import LatentActionModel
 from .models.presets import WorldConfig, to_dict, world_config_from_dict
 from .models.st_block import ContextKV, FrameKV
@@ -75,6 +76,8 @@ class World:
         self.kv_dtype = torch.float32 if engine == "fast" else self.dtype
         self.kernels = kernels  # allow play_kernels' fused attentions (int8 / bf16 on the CPU)
         self._pick = maskgit.torch_pick  # MaskGIT's per-round draw (the C one where play is reduced precision)
+        self.frame_kernel = True  # run whole frames in one C call where the dynamics are fused (play_frame.py)
+        self._frame: FusedFrame | None = None
         self._pack_kernels()
         self.labels = list(labels) if labels else [""] * self.num_actions
         self.world_id, self.card, self.path = world_id, card or {}, path
@@ -337,7 +340,7 @@ class World:
             reduced = {self.dynamics.transformer: self._dynamics_reduced,
                        self.tokenizer.decoder: self.dtype == torch.bfloat16 or self.precision == "int8"}
             kernels = play_kernels.load() if self.kernels and any(reduced.values()) else None
-            c_int8 = kernels is not None and kernels.linear_available and not cpu_has_vnni()  # see pack_for_play
+            c_int8 = c_int8_linear(kernels)
             d, t = self.config.dynamics, self.config.tokenizer  # fbgemm quantises per frame of tokens (see devices)
             pack_for_play(self.dynamics, int8=self.precision == "int8", rows_per_item=d.tokens_per_frame + (d.action_mode == "token"),
                           kernels=kernels)
@@ -350,6 +353,12 @@ class World:
                 fused = fused and kernels is not None and play_kernels.supports_head_dim(transformer.head_dim)
                 transformer.use_kernels(kernels if fused else None)
             self._pick = kernels.maskgit_pick if kernels is not None and self._dynamics_reduced else maskgit.torch_pick
+            self._frame = FusedFrame.build(kernels if self.frame_kernel else None, self.dynamics)
+
+    def _fused_frame(self) -> FusedFrame | None:
+        """The whole-frame C kernel (models/play_frame.py) if installed and built from the current weights."""
+        frame = self._frame
+        return frame if frame is not None and frame.current(self.dynamics) else None
 
     def compile(self) -> bool:
         """torch.compile the play path's transformer layers (MaskGIT rounds, record pass, decoder),
@@ -399,6 +408,9 @@ class World:
         if self.engine == "reference":
             fn = lambda tok: self.dynamics.step(tok, codes, ctx, reference=True)[0]  # noqa: E731
             tokens = maskgit.decode_reference(fn, masked, mask_id, **options)
+        elif self._fused_frame() is not None:  # every round and the record pass in one C call
+            emb = self.dynamics.frame_action(codes, batch)
+            tokens = self._fused_frame().sample(masked, emb, ctx, self.dynamics.transformer, **options)
         else:
             emb = self.dynamics.frame_action(codes, batch)  # once per frame, not per round
             fn = lambda tok, pos: self.dynamics.sample_logits(tok, emb, ctx, pos)  # noqa: E731
@@ -415,6 +427,8 @@ class World:
         ctx = ctx or self._context(state.dynamics_kv, position, batch, self.dynamics.transformer)
         if reference:
             kv = self.dynamics.step(tokens, codes, ctx, reference=True)[1]
+        elif ctx.recorded:  # the frame kernel ran the record pass already
+            kv = ctx.frame_kv()
         else:  # the record pass: no head, no last-layer FFN
             kv = self.dynamics.record(tokens, self.dynamics.frame_action(codes, batch), ctx)
         dynamics_kv = _window(state.dynamics_kv, kv, self.config.dynamics.st.window)

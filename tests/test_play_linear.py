@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genie_play.devices import cpu_has_vnni, linear, pack_linears
+from genie_play.devices import c_int8_linear, linear, pack_linears
 from genie_play.models import play_kernels
 
 kernels = play_kernels.load()
@@ -42,6 +42,22 @@ def test_int8_linear_is_close_to_the_float_product(k, n):
     fused = kernels.linear(x, w, act=True, residual=residual)
     assert _relative(fused, F.silu(got) + residual) < 1e-5  # the epilogue is SiLU then + residual
     assert _relative(fused, F.silu(expected) + residual) < 0.03
+
+
+@needs_linear
+def test_int8_linear_sums_are_exact_integer_arithmetic():
+    """Both products (AVX2 pairs, AVX-512 VNNI) must give the exact int32 sums of the 7-bit
+    activations times the int8 weights: compared with the same quantisation done in float64."""
+    layer = _layer(256, 96, seed=3)
+    w = kernels.pack_linear(layer.weight, None)
+    x = torch.randn(9, 256) * torch.rand(9, 1) * 3
+    x[4] = 0.0  # a zero row: scale 0, output 0
+    amax = x.abs().amax(1, keepdim=True)
+    q = torch.round(x.double() * 63 / amax.double().clamp_min(1e-30))  # round half to even, as the C code
+    wq = torch.round(layer.weight.double() / w.scale.double()[:, None]).clamp(-127, 127)
+    expected = (q @ wq.T) * (amax.double() / 63) * w.scale.double()[None]
+    got = kernels.linear(x, w).double()
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6), float((got - expected).abs().max())
 
 
 @needs_linear
@@ -111,7 +127,7 @@ def _pass(world, x, fused: bool, threads: int):
 
 
 @needs_linear
-@pytest.mark.skipif(cpu_has_vnni(), reason="int8 play runs on fbgemm's VNNI kernels on this CPU (no fused blocks)")
+@pytest.mark.skipif(not c_int8_linear(kernels), reason="int8 play runs on fbgemm on this CPU (no fused blocks)")
 def test_a_fused_block_computes_what_its_separate_calls_compute(tiny_world_path, prompt_image):
     from genie_play.world import World
 

@@ -135,8 +135,7 @@ class DynamicsModel(nn.Module):
         if positions is not None:  # rows of the flattened batch: a copy of M rows, cheaper than gather
             rows = (positions + torch.arange(0, b * n, n, device=y.device)[:, None]).view(-1)
             y = y.reshape(b * n, d).index_select(0, rows).view(b, -1, d)
-        norm = self.transformer.norm
-        return linear(self.head, F.layer_norm(y, (d,), norm.weight, norm.bias, norm.eps))
+        return linear(self.head, y, norm=self.transformer.norm)
 
     def record(self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV) -> FrameKV:
         """The final tokens' keys/values (B, N) -> FrameKV, without the last layer's FFN and head."""

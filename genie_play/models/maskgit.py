@@ -12,7 +12,7 @@ row, so a batch of B rollouts equals B separate rollouts with the same seed.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -38,6 +38,32 @@ def mask_counts(num_masked: int, steps: int, schedule: Callable[[float], float] 
         remaining = max(0, min(target, remaining - 1))
         counts.append(remaining)
     return counts
+
+
+class Round(NamedTuple):
+    """One round of a frame's sampling plan: how many positions stay masked after it, its draws
+    (u (N,) uniforms for the token draw, None on greedy rounds; g (1, N) for the Gumbel noise, None
+    without noise) and the noise's scale."""
+
+    keep_masked: int
+    u: torch.Tensor | None
+    g: torch.Tensor | None
+    noise_scale: float
+
+
+def plan_rounds(num_masked: int, n: int, steps: int, temperature: float, generator: torch.Generator | None,
+                schedule: Callable[[float], float] = cosine_schedule, choice_temperature: float = 1.0) -> list[Round]:
+    """Every round's schedule and random numbers for a frame of n positions, num_masked of them
+    masked, drawn from the generator (on the CPU) in `decode_reference`'s order: the same numbers
+    and the same generator state after, whatever is left to reveal in a round."""
+    rounds = []
+    for s, keep_masked in enumerate(mask_counts(num_masked, steps, schedule)):
+        greedy = temperature <= 0 or s == steps - 1
+        noise_scale = choice_temperature * (1.0 - (s + 1) / steps)
+        u = None if greedy else torch.rand(n, generator=generator, device="cpu")
+        g = torch.rand((1, n), generator=generator, device="cpu") if noise_scale > 0 else None
+        rounds.append(Round(keep_masked, u, g, noise_scale))
+    return rounds
 
 
 def torch_pick(logits: torch.Tensor, u: torch.Tensor | None, positions: torch.Tensor, temperature: float,
@@ -90,15 +116,12 @@ def decode(
     if int(masked.sum()) != b * m:
         raise ValueError("every row must start with the same number of masked positions")
     positions = masked.nonzero()[:, 1].view(b, m)  # (B, M) masked positions, ascending in each row
-    counts = mask_counts(m, steps, schedule)
-    for s, keep_masked in enumerate(counts):
-        greedy = temperature <= 0 or s == steps - 1
-        noise_scale = choice_temperature * (1.0 - (s + 1) / steps)
-        # Draw exactly what the reference draws, whatever is left to reveal (same RNG stream after).
-        u = None if greedy else torch.rand(n, generator=generator, device="cpu").to(tokens.device)
-        g = torch.rand((1, n), generator=generator, device="cpu").to(tokens.device) if noise_scale > 0 else None
+    # the logits function never draws, so drawing every round's numbers first changes nothing
+    for keep_masked, u, g, noise_scale in plan_rounds(m, n, steps, temperature, generator, schedule, choice_temperature):
         if positions.shape[1] == 0:
             continue
+        u = None if u is None else u.to(tokens.device)
+        g = None if g is None else g.to(tokens.device)
         if masked_only:
             logits = logits_fn(tokens, positions).float()  # (B, M, V)
         else:

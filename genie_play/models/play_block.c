@@ -12,15 +12,6 @@
  */
 #include "play_vec.h"
 
-/* What stays fixed for a block between calls: norms, linears and QK-norm gains. */
-typedef struct {
-    const float *norm_w[3], *norm_b[3]; /* LayerNorms before the spatial, temporal and FFN parts (b may be NULL) */
-    float norm_eps[3];
-    gp_int8 linear[6];                  /* spatial qkv, spatial out, temporal qkv, temporal out, ffn in, ffn out */
-    const float *gain_s[2], *gain_t[2]; /* q (with the attention scale folded in when exact) and k gains */
-    float qk_eps, scale;                /* QK-norm eps; the attention scale still to apply */
-    int dim, heads, hidden;
-} gp_block;
 
 /* Floats of work buffer gp_block_step needs for `rows` token rows and `threads` threads. */
 long gp_block_work_floats(const gp_block *b, int rows, int tokens, int threads) {
@@ -32,13 +23,15 @@ long gp_block_work_floats(const gp_block *b, int rows, int tokens, int threads) 
 long gp_block_bytes(const gp_block *b, int rows) { return (long)rows * (b->hidden > b->dim ? b->hidden : b->dim); }
 
 /* x (items, tokens, dim) -> out (items * tokens, dim): the block's play step, as STBlock.play_step
- * with int8 linears and fused attentions. ctx_k / ctx_v (rows, heads, length, hd) and ctx_kt (rows,
- * heads, hd, length) hold the context; the frame's keys/values are written into slot length-1.
- * Without need_output only the keys/values are made (out is not touched). work and bytes as sized
- * by gp_block_work_floats and gp_block_bytes. */
-void gp_block_step(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_kt, float *ctx_v,
+ * with int8 linears and fused attentions, its stages shared among the threads of the enclosing
+ * parallel region (orphaned omp for loops). out may be x itself: x is last read by the spatial
+ * part's output linear, before out is first written. ctx_k / ctx_v (rows, heads, length, hd) and
+ * ctx_kt (rows, heads, hd, length) hold the context; the frame's keys/values are written into slot
+ * length-1. Without need_output only the keys/values are made (out is not touched). work and bytes
+ * as sized by gp_block_work_floats and gp_block_bytes. */
+void gp_block_body(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_kt, float *ctx_v,
                    int length, const float *cos_t, const float *sin_t, int need_output, float *out, float *work,
-                   uint8_t *bytes, int threads) {
+                   uint8_t *bytes) {
     const int rows = items * tokens, d = b->dim, hd = d / b->heads;
     float *x1 = work;                       /* (rows, d) after the spatial part */
     float *qkv = x1 + (long)rows * d;       /* (rows, 3d) */
@@ -46,28 +39,33 @@ void gp_block_step(const gp_block *b, const float *x, int items, int tokens, flo
     float *hidden = att + (long)rows * d;   /* (rows, hidden) */
     float *a_scale = hidden + (long)rows * b->hidden;
     float *scratch = a_scale + rows;        /* the spatial attention's, per thread */
+    /* spatial attention among each frame's tokens, residual into x1 */
+    gp_layer_norm_quantise(x, rows, d, b->norm_w[0], b->norm_b[0], b->norm_eps[0], bytes, a_scale);
+    gp_gemm(bytes, a_scale, rows, &b->linear[0], 0, NULL, qkv);
+    gp_spatial_body(qkv, items, tokens, b->heads, hd, b->gain_s[0], b->gain_s[1], b->qk_eps, b->scale, att, scratch);
+    gp_quantise_rows(att, rows, d, bytes, a_scale);
+    gp_gemm(bytes, a_scale, rows, &b->linear[1], 0, x, x1);
+    /* temporal attention of each position against its context, residual into out */
+    gp_layer_norm_quantise(x1, rows, d, b->norm_w[1], b->norm_b[1], b->norm_eps[1], bytes, a_scale);
+    gp_gemm(bytes, a_scale, rows, &b->linear[2], 0, NULL, qkv);
+    gp_temporal_body(qkv, rows, b->heads, hd, b->gain_t[0], b->gain_t[1], b->qk_eps, b->scale, cos_t, sin_t, ctx_k,
+                     ctx_kt, ctx_v, length, need_output, att);
+    if (need_output) {
+        gp_quantise_rows(att, rows, d, bytes, a_scale);
+        gp_gemm(bytes, a_scale, rows, &b->linear[3], 0, x1, out);
+        /* feed-forward, residual in place */
+        gp_layer_norm_quantise(out, rows, d, b->norm_w[2], b->norm_b[2], b->norm_eps[2], bytes, a_scale);
+        gp_gemm(bytes, a_scale, rows, &b->linear[4], 1, NULL, hidden);
+        gp_quantise_rows(hidden, rows, b->hidden, bytes, a_scale);
+        gp_gemm(bytes, a_scale, rows, &b->linear[5], 0, out, out);
+    }
+}
+
+/* gp_block_body in its own parallel region of `threads` threads (one call per block from Python). */
+void gp_block_step(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_kt, float *ctx_v,
+                   int length, const float *cos_t, const float *sin_t, int need_output, float *out, float *work,
+                   uint8_t *bytes, int threads) {
     (void)threads;
 #pragma omp parallel num_threads(threads)
-    {
-        /* spatial attention among each frame's tokens, residual into x1 */
-        gp_layer_norm_quantise(x, rows, d, b->norm_w[0], b->norm_b[0], b->norm_eps[0], bytes, a_scale);
-        gp_gemm(bytes, a_scale, rows, &b->linear[0], 0, NULL, qkv);
-        gp_spatial_body(qkv, items, tokens, b->heads, hd, b->gain_s[0], b->gain_s[1], b->qk_eps, b->scale, att, scratch);
-        gp_quantise_rows(att, rows, d, bytes, a_scale);
-        gp_gemm(bytes, a_scale, rows, &b->linear[1], 0, x, x1);
-        /* temporal attention of each position against its context, residual into out */
-        gp_layer_norm_quantise(x1, rows, d, b->norm_w[1], b->norm_b[1], b->norm_eps[1], bytes, a_scale);
-        gp_gemm(bytes, a_scale, rows, &b->linear[2], 0, NULL, qkv);
-        gp_temporal_body(qkv, rows, b->heads, hd, b->gain_t[0], b->gain_t[1], b->qk_eps, b->scale, cos_t, sin_t, ctx_k,
-                         ctx_kt, ctx_v, length, need_output, att);
-        if (need_output) {
-            gp_quantise_rows(att, rows, d, bytes, a_scale);
-            gp_gemm(bytes, a_scale, rows, &b->linear[3], 0, x1, out);
-            /* feed-forward, residual in place */
-            gp_layer_norm_quantise(out, rows, d, b->norm_w[2], b->norm_b[2], b->norm_eps[2], bytes, a_scale);
-            gp_gemm(bytes, a_scale, rows, &b->linear[4], 1, NULL, hidden);
-            gp_quantise_rows(hidden, rows, b->hidden, bytes, a_scale);
-            gp_gemm(bytes, a_scale, rows, &b->linear[5], 0, out, out);
-        }
-    }
+    gp_block_body(b, x, items, tokens, ctx_k, ctx_kt, ctx_v, length, cos_t, sin_t, need_output, out, work, bytes);
 }

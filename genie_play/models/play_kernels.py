@@ -5,10 +5,12 @@ round's attention is ~30 small operations per layer, each 5-30 us of dispatch an
 overhead. The library has
 - the two attentions (QK-norm, RoPE, cache write, scores, softmax, weighted sum), one call each
   (play_kernels.c);
-- an int8 linear with per-row 7-bit activations and fused bias/SiLU/residual (play_linear.c, AVX2;
-  used instead of fbgemm on CPUs without VNNI, see devices.pack_for_play);
+- an int8 linear with per-row 7-bit activations and fused bias/SiLU/residual (play_linear.c, AVX2
+  or AVX-512 VNNI; used instead of fbgemm where devices.c_int8_linear says);
 - a whole ST block's play step in one call when all its linears are int8 here (play_block.c);
-- MaskGIT's per-round draw (play_sample.c).
+- MaskGIT's per-round draw (play_sample.c);
+- all MaskGIT rounds of a frame and its record pass in one call (play_frame.c, wrapped by
+  play_frame.FusedFrame).
 They are used where the play path already rounds differently from fp32 (int8 dynamics, bf16
 dynamics or decoder), so the exact fp32 path stays on PyTorch's operations and the tests can
 compare the two.
@@ -35,7 +37,7 @@ import torch
 from ..paths import user_cache_dir
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / f"play_{name}.c" for name in ("kernels", "linear", "block", "sample")]  # all include play_vec.h
+SOURCES = [HERE / f"play_{name}.c" for name in ("kernels", "linear", "block", "sample", "frame")]  # all include play_vec.h
 HEADERS = [HERE / "play_vec.h"]
 # fast-math only in the forms that keep NaN/inf semantics: contract a*b+c into FMAs, no errno.
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC"]
@@ -83,14 +85,26 @@ class PlayKernels:
         self._pick = lib.gp_maskgit_pick
         self._pick.argtypes = [p, i, i, p, p, f, p, f, p, p, i]
         self._pick.restype = None
+        self.lib = lib  # play_frame.FusedFrame binds its own entry points
         self._temporal = lib.gp_temporal_attention
         self._temporal.argtypes = [p, i, i, i, p, p, f, f, p, p, p, p, p, i, i, p, i]
         self._temporal.restype = None
         self.linear_available = bool(lib.gp_linear_available())
+        self.linear_vnni = bool(lib.gp_linear_vnni())  # the product on AVX-512 VNNI (else AVX2)
+        lib.gp_linear_use_amx.argtypes = [i]
+        self._use_amx = lib.gp_linear_use_amx
+        self.linear_amx = self.use_amx(os.environ.get("GENIE_PLAY_AMX", "1") != "0")
         self._pack = lib.gp_linear_pack
         self._pack.argtypes = [p, i, i, p]
         self._linear = lib.gp_linear
-        self._linear.argtypes = [p, i, i, i, p, p, p, p, i, p, p, p, p, i]
+        self._linear.argtypes = [p, i, i, i, p, p, p, p, i, p, p, p, p, p, p, f, i]
+
+    def use_amx(self, on: bool) -> bool:
+        """Run the int8 products' 32-row blocks on AMX tiles (where the CPU and kernel allow it), or
+        on AVX-512 VNNI only (False; GENIE_PLAY_AMX=0 at load). Returns whether AMX is in use.
+        The sums are exact integers either way, so the numbers do not change."""
+        self.linear_amx = bool(self._use_amx(int(on)))
+        return self.linear_amx
 
     def maskgit_pick(self, logits: torch.Tensor, u: torch.Tensor | None, positions: torch.Tensor, temperature: float,
                      g: torch.Tensor | None, noise_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +125,7 @@ class PlayKernels:
         return sampled, logp
 
     def linear_fits(self, in_features: int, out_features: int) -> bool:
-        """The int8 linear runs here (AVX2) for these sizes (play_linear.c's blocks)."""
+        """The int8 linear runs here (AVX2 or AVX-512 VNNI) for these sizes (play_linear.c's blocks)."""
         return self.linear_available and in_features % LANES == 0 and out_features % LINEAR_COLS == 0
 
     def pack_linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Int8Weights:
@@ -119,9 +133,11 @@ class PlayKernels:
             raise ValueError(f"play kernels: no int8 linear for {tuple(weight.shape)} here")
         return Int8Weights(weight, bias, self._pack)
 
-    def linear(self, x: torch.Tensor, w: Int8Weights, act: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """x (..., K) fp32 -> (..., N) fp32: residual + silu?(x W^T + b), with x quantised per row
-        to 7 bits (so every row, and every batch item, is independent of the others)."""
+    def linear(self, x: torch.Tensor, w: Int8Weights, act: bool = False, residual: torch.Tensor | None = None,
+               norm: tuple | None = None) -> torch.Tensor:
+        """x (..., K) fp32 -> (..., N) fp32: residual + silu?(norm?(x) W^T + b), with x quantised per
+        row to 7 bits (so every row, and every batch item, is independent of the others). norm:
+        (weight, bias or None, eps) of a LayerNorm applied to x first, in C (fp32 tensors)."""
         rows = x.reshape(-1, w.in_features)
         if rows.dtype != torch.float32 or not rows.is_contiguous():
             rows = rows.float().contiguous()
@@ -129,11 +145,14 @@ class PlayKernels:
         y = torch.empty(m, w.out_features)
         if residual is not None:
             residual = residual.reshape(m, w.out_features).float().contiguous()  # views when it already is
+        norm_w, norm_b, eps = norm if norm is not None else (None, None, 0.0)
+        norm_w, norm_b = (None if t is None else t.detach().float().contiguous() for t in (norm_w, norm_b))  # views when fp32
         scratch, a_scale = torch.empty(m * w.in_features, dtype=torch.uint8), torch.empty(m)
         self._linear(
             rows.data_ptr(), m, w.in_features, w.out_features, w.packed.data_ptr(), w.scale.data_ptr(), w.offsets.data_ptr(),
             None if w.bias is None else w.bias.data_ptr(), int(act), None if residual is None else residual.data_ptr(),
-            y.data_ptr(), scratch.data_ptr(), a_scale.data_ptr(), torch.get_num_threads(),
+            y.data_ptr(), scratch.data_ptr(), a_scale.data_ptr(), None if norm_w is None else norm_w.data_ptr(),
+            None if norm_b is None else norm_b.data_ptr(), eps, torch.get_num_threads(),
         )
         return y.view(*x.shape[:-1], w.out_features)
 

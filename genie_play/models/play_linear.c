@@ -26,13 +26,51 @@
 #else
 #define GP_HAVE_AVX2 0
 #endif
+/* AVX-512 VNNI (Ice Lake / Sapphire Rapids, Zen 4 and later): one vpdpbusd multiplies 64 u8 x s8
+ * pairs and adds them, four at a time, into 16 int32 lanes, without the 16-bit step, so the sums
+ * are exactly the AVX2 path's (which never saturates either) in a quarter of the instructions. */
+#if defined(__AVX512VNNI__) && defined(__AVX512F__) && defined(__AVX512BW__)
+#define GP_HAVE_VNNI512 1
+#else
+#define GP_HAVE_VNNI512 0
+#endif
+/* AMX (Sapphire Rapids and later): one tdpbusd multiplies a 16 x 64 u8 tile by a 64 x 16 s8 tile
+ * into 16 x 16 int32 sums, 16x the work of a vpdpbusd, with the same exact integer sums. The
+ * weights' packed layout (4 inputs x 16 columns per 64 bytes) is already AMX's B-tile layout. Linux
+ * hands out the tile registers only on request (gp_linear_amx_enable). */
+#if GP_HAVE_VNNI512 && defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__)
+#define GP_HAVE_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define GP_HAVE_AMX 0
+#endif
+static int amx_ready = 0;
 
 #define COLS 16 /* output columns per packed block: two registers of eight int32 sums */
 #define ROWS 4  /* rows per register block */
 #define ACT_LEVELS 63.0f
 #define ACT_OFFSET 64
 
-int gp_linear_available(void) { return GP_HAVE_AVX2; }
+int gp_linear_available(void) { return GP_HAVE_AVX2 || GP_HAVE_VNNI512; }
+
+/* 1 where the product runs on AVX-512 VNNI, 0 on AVX2 (play_kernels.py names the path). */
+int gp_linear_vnni(void) { return GP_HAVE_VNNI512; }
+
+/* Run products with k % 64 == 0 and n % 32 == 0 on AMX from now on (their 32-row blocks), or not
+ * (on = 0: VNNI only, for comparisons). The first time, asks Linux for the AMX tile state (arch_prctl
+ * ARCH_REQ_XCOMP_PERM, XTILEDATA) for this process. Returns whether AMX is now used: 0 where it is
+ * not compiled in or the kernel refuses. */
+int gp_linear_use_amx(int on) {
+#if GP_HAVE_AMX
+    static int permitted = -1;
+    if (on && permitted < 0) permitted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+    amx_ready = on && permitted > 0;
+#else
+    (void)on;
+#endif
+    return amx_ready;
+}
 
 /* Pack int8 weights w (n, k), n a multiple of COLS and k of 4, as blocks of COLS columns: for each
  * group of 4 inputs, COLS x 4 bytes (column-major within the group), i.e. packed[(nb * k/4 + g) *
@@ -85,7 +123,7 @@ static inline vf silu_lanes(vf x) {
     return numerator / (1.0f + e);
 }
 
-#if GP_HAVE_AVX2
+#if GP_HAVE_AVX2 && !GP_HAVE_VNNI512
 /* acc (rows x COLS) int32 = a (rows x k, u8) . packed block (k x COLS), rows <= ROWS. */
 static void block_product(const uint8_t *a, int rows, int k, const int8_t *wb, int32_t *acc) {
     const __m256i ones = _mm256_set1_epi16(1);
@@ -129,6 +167,133 @@ static void block_product(const uint8_t *a, int rows, int k, const int8_t *wb, i
 }
 #endif
 
+/* Dequantise acc (rows x COLS int32 sums of block columns col..col+COLS, row r at acc + r * stride)
+ * into y rows r0.., with bias, SiLU and residual: the epilogue shared by both products. */
+static inline void finish_block(const int32_t *acc, int stride, int rows, int r0, long col, const float *a_scale,
+                                const gp_int8 *w, int act, const float *residual, float *y) {
+    for (int r = 0; r < rows; r++) {
+        const long row = r0 + r;
+        for (int c = 0; c < COLS; c += LANES) {
+            const long at = row * w->n + col + c;
+            vi sums, offsets;
+            memcpy(&sums, acc + (long)r * stride + c, sizeof sums);
+            memcpy(&offsets, w->offsets + col + c, sizeof offsets);
+            vf v = __builtin_convertvector(sums - offsets, vf) * (a_scale[row] * load_vf(w->scale + col + c));
+            if (w->bias) v += load_vf(w->bias + col + c);
+            if (act) v = silu_lanes(v);
+            if (residual) v += load_vf(residual + at);
+            store_vf(y + at, v);
+        }
+    }
+}
+
+#if GP_HAVE_VNNI512
+#define SPAN 4 /* column blocks per register tile: ROWS x SPAN accumulators, SPAN weight loads per group */
+
+/* acc[r][j] (rows x SPAN x COLS int32) = a rows . `span` consecutive packed blocks from wb (stride
+ * `block` bytes), rows <= ROWS, span <= SPAN. */
+static inline void tile_product(const uint8_t *a, int rows, int span, int k, const int8_t *wb, long block,
+                                int32_t acc[ROWS][SPAN][COLS]) {
+    __m512i s[ROWS][SPAN];
+    for (int r = 0; r < ROWS; r++)
+        for (int j = 0; j < SPAN; j++) s[r][j] = _mm512_setzero_si512();
+    const int groups = k / 4;
+    if (rows == ROWS && span == SPAN) { /* the common case, fully unrolled: 16 dot products per 4 loads and 4 broadcasts */
+        for (int g = 0; g < groups; g++) {
+            __m512i wv[SPAN];
+            for (int j = 0; j < SPAN; j++) wv[j] = _mm512_loadu_si512((const void *)(wb + j * block + (long)g * COLS * 4));
+            for (int r = 0; r < ROWS; r++) {
+                int32_t four;
+                memcpy(&four, a + (long)r * k + 4 * g, 4);
+                const __m512i x = _mm512_set1_epi32(four);
+                for (int j = 0; j < SPAN; j++) s[r][j] = _mm512_dpbusd_epi32(s[r][j], x, wv[j]);
+            }
+        }
+    } else {
+        for (int g = 0; g < groups; g++)
+            for (int j = 0; j < span; j++) {
+                const __m512i wv = _mm512_loadu_si512((const void *)(wb + j * block + (long)g * COLS * 4));
+                for (int r = 0; r < rows; r++) {
+                    int32_t four;
+                    memcpy(&four, a + (long)r * k + 4 * g, 4);
+                    s[r][j] = _mm512_dpbusd_epi32(s[r][j], _mm512_set1_epi32(four), wv);
+                }
+            }
+    }
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < span; j++) _mm512_storeu_si512((void *)acc[r][j], s[r][j]);
+}
+
+/* gp_gemm's rows first.. on AVX-512 VNNI: the team shares groups of SPAN column blocks. */
+static void gemm_vnni(const uint8_t *a, const float *a_scale, int first, int m, const gp_int8 *w, int act, const float *residual,
+                      float *y) {
+    const int k = w->k, blocks = w->n / COLS, tiles = (blocks + SPAN - 1) / SPAN;
+    const long block = (long)(k / 4) * COLS * 4;
+#pragma omp for schedule(static)
+    for (int t = 0; t < tiles; t++) {
+        const int nb = t * SPAN, span = blocks - nb < SPAN ? blocks - nb : SPAN;
+        int32_t acc[ROWS][SPAN][COLS];
+        for (int r0 = first; r0 < m; r0 += ROWS) {
+            const int rows = m - r0 < ROWS ? m - r0 : ROWS;
+            tile_product(a + (long)r0 * k, rows, span, k, w->packed + nb * block, block, acc);
+            for (int j = 0; j < span; j++)
+                finish_block(acc[0][j], SPAN * COLS, rows, r0, (long)(nb + j) * COLS, a_scale, w, act, residual, y);
+        }
+    }
+}
+#endif
+
+#if GP_HAVE_AMX
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+/* The first m / 32 * 32 rows of gp_gemm on AMX (k % 64 == 0, n % 32 == 0): the team shares pairs
+ * of column blocks; each 32 x 32 output block is four accumulator tiles (tmm0-3) fed by two
+ * activation tiles (tmm4-5) and two weight tiles (tmm6-7) per 64 inputs. No barrier at the end:
+ * the caller's next loop writes other rows. */
+static void gemm_amx(const uint8_t *a, const float *a_scale, int m, const gp_int8 *w, int act, const float *residual, float *y) {
+    const int k = w->k, pairs = w->n / (2 * COLS), tall = m / 32 * 32;
+    const long block = (long)(k / 4) * COLS * 4;
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
+    _tile_loadconfig(&cfg);
+#pragma omp for schedule(static) nowait
+    for (int p = 0; p < pairs; p++) {
+        const int8_t *w0 = w->packed + (long)(2 * p) * block, *w1 = w0 + block;
+        int32_t acc[32 * 32];
+        for (int r0 = 0; r0 < tall; r0 += 32) {
+            const uint8_t *a0 = a + (long)r0 * k, *a1 = a0 + 16L * k;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kk = 0; kk < k; kk += 64) {
+                _tile_loadd(4, a0 + kk, k);
+                _tile_loadd(5, a1 + kk, k);
+                _tile_loadd(6, w0 + (long)kk * COLS, 64); /* 16 groups of 4 inputs x 16 columns */
+                _tile_loadd(7, w1 + (long)kk * COLS, 64);
+                _tile_dpbusd(0, 4, 6);
+                _tile_dpbusd(1, 4, 7);
+                _tile_dpbusd(2, 5, 6);
+                _tile_dpbusd(3, 5, 7);
+            }
+            _tile_stored(0, acc, 128); /* acc (32 rows, 32 columns) */
+            _tile_stored(1, acc + 16, 128);
+            _tile_stored(2, acc + 16 * 32, 128);
+            _tile_stored(3, acc + 16 * 32 + 16, 128);
+            finish_block(acc, 32, 32, r0, (long)(2 * p) * COLS, a_scale, w, act, residual, y);
+            finish_block(acc + 16, 32, 32, r0, (long)(2 * p + 1) * COLS, a_scale, w, act, residual, y);
+        }
+    }
+    _tile_release();
+}
+#endif
+
 /* a (m, k) u8 and a_scale (m) from the rows of x (m, k); rows shared among the team. */
 void gp_quantise_rows(const float *x, int m, int k, uint8_t *a, float *a_scale) {
 #pragma omp for schedule(static)
@@ -161,7 +326,16 @@ void gp_layer_norm_quantise(const float *x, int m, int d, const float *w, const 
  * may be y itself: each element is read before it is written, by the same thread). Column blocks
  * shared among the team. */
 void gp_gemm(const uint8_t *a, const float *a_scale, int m, const gp_int8 *w, int act, const float *residual, float *y) {
-#if GP_HAVE_AVX2
+#if GP_HAVE_VNNI512
+    int first = 0;
+#if GP_HAVE_AMX
+    if (amx_ready && w->k % 64 == 0 && w->n % (2 * COLS) == 0 && m >= 32) {
+        gemm_amx(a, a_scale, m, w, act, residual, y);
+        first = m / 32 * 32;
+    }
+#endif
+    gemm_vnni(a, a_scale, first, m, w, act, residual, y);
+#elif GP_HAVE_AVX2
     const int k = w->k, n = w->n;
 #pragma omp for schedule(static)
     for (int nb = 0; nb < n / COLS; nb++) {
@@ -170,20 +344,7 @@ void gp_gemm(const uint8_t *a, const float *a_scale, int m, const gp_int8 *w, in
         for (int r0 = 0; r0 < m; r0 += ROWS) {
             const int rows = m - r0 < ROWS ? m - r0 : ROWS;
             block_product(a + (long)r0 * k, rows, k, wb, acc);
-            for (int r = 0; r < rows; r++) {
-                const long row = r0 + r;
-                for (int c = 0; c < COLS; c += LANES) {
-                    const long col = (long)nb * COLS + c, at = row * n + col;
-                    vi sums, offsets;
-                    memcpy(&sums, acc + r * COLS + c, sizeof sums);
-                    memcpy(&offsets, w->offsets + col, sizeof offsets);
-                    vf v = __builtin_convertvector(sums - offsets, vf) * (a_scale[row] * load_vf(w->scale + col));
-                    if (w->bias) v += load_vf(w->bias + col);
-                    if (act) v = silu_lanes(v);
-                    if (residual) v += load_vf(residual + at);
-                    store_vf(y + at, v);
-                }
-            }
+            finish_block(acc, COLS, rows, r0, (long)nb * COLS, a_scale, w, act, residual, y);
         }
     }
 #else
@@ -191,16 +352,21 @@ void gp_gemm(const uint8_t *a, const float *a_scale, int m, const gp_int8 *w, in
 #endif
 }
 
-/* y (m, n) = residual + silu?(x (m, k) W^T + bias) on `threads` threads: the rows of x quantised
- * into scratch (m * k bytes) and a_scale (m), then the product. k a multiple of LANES and 4, n of
- * COLS; bias and residual may be NULL. */
+/* y (m, n) = residual + silu?(norm?(x) (m, k) W^T + bias) on `threads` threads: the rows of x
+ * (LayerNorm'd first when norm_w is given, with norm_b or none) quantised into scratch (m * k bytes)
+ * and a_scale (m), then the product. k a multiple of LANES and 4, n of COLS; bias and residual may
+ * be NULL. */
 void gp_linear(const float *x, int m, int k, int n, const int8_t *packed, const float *w_scale, const int32_t *w_offsets,
-               const float *bias, int act, const float *residual, float *y, uint8_t *scratch, float *a_scale, int threads) {
+               const float *bias, int act, const float *residual, float *y, uint8_t *scratch, float *a_scale,
+               const float *norm_w, const float *norm_b, float norm_eps, int threads) {
     const gp_int8 w = {packed, w_scale, w_offsets, bias, k, n};
     (void)threads;
 #pragma omp parallel num_threads(threads)
     {
-        gp_quantise_rows(x, m, k, scratch, a_scale);
+        if (norm_w)
+            gp_layer_norm_quantise(x, m, k, norm_w, norm_b, norm_eps, scratch, a_scale);
+        else
+            gp_quantise_rows(x, m, k, scratch, a_scale);
         gp_gemm(scratch, a_scale, m, &w, act, residual, y);
     }
 }

@@ -50,11 +50,11 @@ static int inverse_cdf(const float *x, int v, float m, float inv_t, float target
 /* logits (rows, v) fp32, v a multiple of LANES; positions (rows) the token position of each row,
  * indexing u and g (per position uniforms in [0, 1)). u NULL = greedy (argmax, the first on ties),
  * else a draw from softmax(logits / temperature). g NULL = no noise. Writes sampled (rows) and
- * logp (rows) = log_softmax(logits)[sampled] + noise_scale * -log(-log(g)). */
-void gp_maskgit_pick(const float *logits, int rows, int v, const int64_t *positions, const float *u, float temperature,
-                     const float *g, float noise_scale, int64_t *sampled, float *logp, int threads) {
-    (void)threads;
-#pragma omp parallel for num_threads(threads) schedule(static)
+ * logp (rows) = log_softmax(logits)[sampled] + noise_scale * -log(-log(g)). Rows shared among the threads
+ * of the enclosing parallel region. */
+void gp_pick_body(const float *logits, int rows, int v, const int64_t *positions, const float *u, float temperature,
+                  const float *g, float noise_scale, int64_t *sampled, float *logp) {
+#pragma omp for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float *x = logits + (long)r * v;
         const float m = row_max(x, v), sum = row_exp_sum(x, v, m, 1.0f), lse = m + logf(sum);
@@ -75,4 +75,12 @@ void gp_maskgit_pick(const float *logits, int rows, int v, const int64_t *positi
         sampled[r] = s;
         logp[r] = score;
     }
+}
+
+/* gp_pick_body in its own parallel region of `threads` threads. */
+void gp_maskgit_pick(const float *logits, int rows, int v, const int64_t *positions, const float *u, float temperature,
+                     const float *g, float noise_scale, int64_t *sampled, float *logp, int threads) {
+    (void)threads;
+#pragma omp parallel num_threads(threads)
+    gp_pick_body(logits, rows, v, positions, u, temperature, g, noise_scale, sampled, logp);
 }

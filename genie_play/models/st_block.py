@@ -382,6 +382,7 @@ class ContextKV:
 
     def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple[int, int, int, int, torch.dtype, torch.device] | None = None) -> None:
         self.position = position
+        self.recorded = False  # the scratch slot holds the final tokens' keys/values (play_frame.FusedFrame)
         self._prepared: tuple | None = None
         self._keys_t: list[torch.Tensor] | None = None
         buffers = []
