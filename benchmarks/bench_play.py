@@ -14,23 +14,33 @@ threads; and the resident memory of a 2,000-frame headless session (it must not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import resource
 import time
 
 import torch
 
+import genie_play.world as world_module
+from genie_play import devices
 from genie_play.commands.info import frame_flops, model_shapes, time_full_recompute, time_play
-from genie_play.devices import cpu_has_bf16, matmul_rate, pack_for_play
+from genie_play.devices import cpu_has_bf16, matmul_rate
+from genie_play.models import play_kernels
 from genie_play.models.presets import preset
 from genie_play.world import World, build_models
 
 
-# Rows: a precision, plus two "befores" of the int8 default: "int8-ops", all on PyTorch (fbgemm's
-# int8 linears, attentions as PyTorch operations), and "int8-fbgemm", the fused C attentions
-# (models/play_kernels.py) with fbgemm's linears instead of the C int8 linear. bf16 rows use the
-# kernels too; fp32 never does: it is the exact path. bf16 rows run only on CPUs with native bf16.
-ROW_PRECISION = {"int8-ops": "int8", "int8-fbgemm": "int8"}
+# Rows: a precision, plus the "befores" of the int8 default, each one optimisation less:
+# "int8-ops"    fbgemm's int8 linears, attentions as PyTorch operations (the decoder in bf16 where native);
+# "int8-fbgemm" the fused C attentions (models/play_kernels.py), still fbgemm's linears and the bf16
+#               decoder: the default on VNNI CPUs before the C linear had a VNNI/AMX product;
+# "int8-rounds" C int8 linears in fused blocks (decoder too), MaskGIT driven round by round from
+#               Python, the products on AVX-512 VNNI (or AVX2), not AMX;
+# "int8-vnni"   the same with the whole frame in one C call (models/play_frame.py);
+# "int8"        the default: the same with AMX where the CPU has it.
+# bf16 rows use the attention kernels too; fp32 never does: it is the exact path. bf16 rows run only
+# on CPUs with native bf16; rows that would repeat another on this CPU are left out.
+ROW_PRECISION = {"int8-ops": "int8", "int8-fbgemm": "int8", "int8-rounds": "int8", "int8-vnni": "int8"}
 
 
 def make_world(args, row: str) -> World:
@@ -38,17 +48,51 @@ def make_world(args, row: str) -> World:
     kwargs = {"engine": args.engine} if args.engine != "fast" else {}  # an older World has no engine
     if row == "int8-ops":
         kwargs["kernels"] = False
-    if not args.preset:
-        world = World.load(args.world, device="cpu", precision=precision, **kwargs)
-    else:
-        torch.manual_seed(0)
-        cfg = preset(args.preset)
-        m = build_models(cfg)
-        world = World(cfg, m["tokenizer"], m["dynamics"], m["lam"].action_codebook().detach(), lam=m["lam"],
-                      device="cpu", precision=precision, **kwargs)
-    if row == "int8-fbgemm":
-        pack_for_play(world.dynamics, int8=True, rows_per_item=world.config.dynamics.tokens_per_frame, kernels=None)
+    with _fbgemm_only(row == "int8-fbgemm"):
+        if not args.preset:
+            world = World.load(args.world, device="cpu", precision=precision, **kwargs)
+        else:
+            torch.manual_seed(0)
+            cfg = preset(args.preset)
+            m = build_models(cfg)
+            world = World(cfg, m["tokenizer"], m["dynamics"], m["lam"].action_codebook().detach(), lam=m["lam"],
+                          device="cpu", precision=precision, **kwargs)
+    if row == "int8-rounds":
+        world.frame_kernel = False
+        world._pack_kernels()
     return world
+
+
+@contextlib.contextmanager
+def _fbgemm_only(on: bool):
+    """Build a world as if the C int8 linear were not there (fbgemm's linears, fused attentions)."""
+    saved = devices.c_int8_linear, world_module.c_int8_linear
+    if on:
+        devices.c_int8_linear = world_module.c_int8_linear = lambda kernels: False
+    try:
+        yield
+    finally:
+        devices.c_int8_linear, world_module.c_int8_linear = saved
+
+
+def before_timing(row: str) -> None:
+    """AMX is a switch of the kernel library, shared by all worlds: set it for the row about to run."""
+    kernels = play_kernels.load()
+    if kernels is not None and kernels.linear_vnni:
+        kernels.use_amx(row not in ("int8-rounds", "int8-vnni"))
+
+
+def rows_here(engine: str) -> list[str]:
+    """The int8 rows that differ on this CPU (no AMX: no VNNI row; no C int8 linear: none of the C rows)."""
+    if engine != "fast":
+        return ["auto"]
+    kernels = play_kernels.load()
+    rows = ["int8-ops", "int8-fbgemm"]
+    if devices.c_int8_linear(kernels):
+        rows.append("int8-rounds")
+        if kernels.linear_vnni and kernels.use_amx(True):
+            rows.append("int8-vnni")
+    return rows + ["int8"]
 
 
 def rss_mb() -> float:
@@ -106,7 +150,7 @@ def main() -> None:
     if args.quick:
         precisions = ["auto", float_row]
     else:
-        precisions = (["bf16"] if native_bf16 else []) + ["fp32"] + (["int8-ops", "int8-fbgemm", "int8"] if args.engine == "fast" else ["auto"])
+        precisions = (["bf16"] if native_bf16 else []) + ["fp32"] + rows_here(args.engine)
 
     cfg = make_world(args, "fp32").config
     d = cfg.dynamics
@@ -143,7 +187,9 @@ def main() -> None:
     for _ in range(rounds):
         for prec, th in runs:
             torch.set_num_threads(th)
+            before_timing(prec)
             samples[prec, th].append(time_play(worlds[prec], args.steps, max(2, args.frames // rounds)))
+        before_timing("int8")
         torch.set_num_threads(main_threads)  # the baseline, in the same rounds
         fulls.append(time_full_recompute(worlds[float_row], args.steps, 1))
     rows = {key: sorted(v, key=lambda r: r["total"])[len(v) // 2] for key, v in samples.items()}
@@ -152,7 +198,9 @@ def main() -> None:
         gflops = flops["dynamics"] / r["dynamics"] / 1e6
         ref_dtype = torch.float32 if prec == "fp32" else peak_dtype  # int8 against the fastest float rate
         fused = getattr(world, "attention_path", "") == "fused C kernels"
-        label = world.device_description + (", fused attention" if fused else ", torch-op attention") + f", {getattr(world, 'linear_path', '?')} linears"
+        before_timing(prec)  # linear_path names AMX only where the row used it
+        label = (world.device_description + (", fused attention" if fused else ", torch-op attention")
+                 + f", {getattr(world, 'linear_path', '?')} linears, MaskGIT {getattr(world, 'frame_path', 'round by round')}")
         print(f"| cached ({args.engine}) | {label} | {th} | {r['encode']:.1f} | {r['dynamics']:.1f} "
               f"| {r['decode']:.1f} | {r['total']:.1f} | {r['fps']:.1f} | {gflops:.0f} "
               f"| {100 * gflops / peaks[th, ref_dtype]:.0f}% of {'fp32' if ref_dtype == torch.float32 else 'bf16'} |")
@@ -177,11 +225,13 @@ def main() -> None:
           f"{full / rows[float_row, main_threads]['total']:.1f}x faster")
     default = rows[default_row, main_threads]["total"]
     print(f"cached default ({worlds[default_row].device_description}) vs the {float_row} full recompute: {full / default:.1f}x faster")
-    if ("int8-ops", main_threads) in rows:
-        print(f"int8: fused attention kernels vs torch operations (both on fbgemm): "
-              f"{rows['int8-ops', main_threads]['total'] / rows['int8-fbgemm', main_threads]['total']:.2f}x faster; "
-              f"C int8 linear vs fbgemm (both with fused attention): "
-              f"{rows['int8-fbgemm', main_threads]['total'] / default:.2f}x faster; all together {rows['int8-ops', main_threads]['total'] / default:.2f}x")
+    before_timing("int8")
+    chain = [row for row in precisions if row.startswith("int8")]
+    if len(chain) > 1:
+        steps_text = "; ".join(f"{a} -> {b}: {rows[a, main_threads]['total'] / rows[b, main_threads]['total']:.2f}x"
+                               for a, b in zip(chain, chain[1:]))
+        print(f"int8, one optimisation at a time (ms/frame ratios, {th_text}): {steps_text}; "
+              f"all together {rows[chain[0], main_threads]['total'] / default:.2f}x")
 
     steps_list = sorted({1, 8, args.steps} if args.quick else {1, 2, 4, 8, 16, 25, args.steps})
     sweep_world = make_world(args, "auto")  # what the player runs

@@ -66,6 +66,11 @@ class World:
         # which re-casts weights on every call); fp32 when the device has no fast bf16. int8 = the
         # dynamics' linears in int8 with fp32 activations, everything else as "auto".
         self.dtype = autocast_dtype(self.device, "auto" if precision == "int8" else precision) or torch.float32
+        self.kernels = kernels  # allow play_kernels' fused attentions (int8 / bf16 on the CPU)
+        if precision == "int8" and self._c_int8():
+            # the decoder runs int8 on the C linear too (fused blocks, int8 throughout): faster than
+            # bf16 and closer to fp32 (weights/README.md), so the rest of the tokenizer stays fp32
+            self.dtype = torch.float32
         dyn_dtype = torch.float32 if precision == "int8" else self.dtype
         self.tokenizer = tokenizer.to(self.device, self.dtype).eval()
         self.dynamics = dynamics.to(self.device, dyn_dtype).eval()
@@ -74,7 +79,6 @@ class World:
         # fp32 cache whatever the compute dtype: the hundreds of tiny batched products of attention
         # against the context run ~2.5x faster in fp32 than in bf16 on the CPU (and it is a few MB).
         self.kv_dtype = torch.float32 if engine == "fast" else self.dtype
-        self.kernels = kernels  # allow play_kernels' fused attentions (int8 / bf16 on the CPU)
         self._pick = maskgit.torch_pick  # MaskGIT's per-round draw (the C one where play is reduced precision)
         self.frame_kernel = True  # run whole frames in one C call where the dynamics are fused (play_frame.py)
         self._frame: FusedFrame | None = None
@@ -167,7 +171,14 @@ class World:
             return "PyTorch"
         if packed.kind == "bf16":
             return "oneDNN bf16"
-        return "C int8" if packed.kernels is not None else "fbgemm int8"
+        if packed.kernels is None:
+            return "fbgemm int8"
+        return "C int8 " + ("(AMX)" if packed.kernels.linear_amx else "(AVX-512 VNNI)" if packed.kernels.linear_vnni else "(AVX2)")
+
+    @property
+    def frame_path(self) -> str:
+        """How a frame's MaskGIT rounds run: one C call per frame (models/play_frame.py) or round by round from Python."""
+        return "one C call per frame" if self._fused_frame() is not None else "round by round"
 
     @property
     def sampling(self) -> dict:
@@ -340,13 +351,12 @@ class World:
             reduced = {self.dynamics.transformer: self._dynamics_reduced,
                        self.tokenizer.decoder: self.dtype == torch.bfloat16 or self.precision == "int8"}
             kernels = play_kernels.load() if self.kernels and any(reduced.values()) else None
-            c_int8 = c_int8_linear(kernels)
             d, t = self.config.dynamics, self.config.tokenizer  # fbgemm quantises per frame of tokens (see devices)
             pack_for_play(self.dynamics, int8=self.precision == "int8", rows_per_item=d.tokens_per_frame + (d.action_mode == "token"),
                           kernels=kernels)
-            # The decoder: bf16 where the CPU runs it natively; in an int8 world without native bf16, int8
-            # on the C linear (on an AVX2 EPYC ~2x faster than its fp32 decode, within 0.01 dB; weights/README.md)
-            decoder_int8 = self.precision == "int8" and self.dtype == torch.float32 and c_int8
+            # The decoder: int8 on the C linear in an int8 world where that runs (on an AVX2 EPYC ~2x
+            # faster than its fp32 decode, within 0.01 dB; weights/README.md), else bf16 where native
+            decoder_int8 = self.precision == "int8" and c_int8_linear(kernels)
             pack_for_play(self.tokenizer.decoder, int8=decoder_int8, rows_per_item=t.tokens_per_frame, kernels=kernels)
             pack_for_play(self.tokenizer.dec_out)
             for transformer, fused in reduced.items():  # after packing: blocks of C int8 linears become one call
@@ -354,6 +364,11 @@ class World:
                 transformer.use_kernels(kernels if fused else None)
             self._pick = kernels.maskgit_pick if kernels is not None and self._dynamics_reduced else maskgit.torch_pick
             self._frame = FusedFrame.build(kernels if self.frame_kernel else None, self.dynamics)
+
+    def _c_int8(self) -> bool:
+        """The play path's int8 linears run on the C kernels here (devices.c_int8_linear)."""
+        fast_cpu = self.engine == "fast" and self.device.type == "cpu" and self.kernels
+        return fast_cpu and c_int8_linear(play_kernels.load())
 
     def _fused_frame(self) -> FusedFrame | None:
         """The whole-frame C kernel (models/play_frame.py) if installed and built from the current weights."""

@@ -132,7 +132,7 @@ def test_a_fused_block_computes_what_its_separate_calls_compute(tiny_world_path,
     from genie_play.world import World
 
     world = World.load(tiny_world_path, device="cpu", precision="int8")
-    assert world.linear_path == "C int8"
+    assert world.linear_path.startswith("C int8")
     assert all(block.__dict__.get("_fused") is not None for block in world.dynamics.transformer.blocks)
     if world.dtype == torch.float32:  # no native bf16: the decoder runs int8 as fused blocks too
         assert all(block.__dict__.get("_fused") is not None for block in world.tokenizer.decoder.blocks)

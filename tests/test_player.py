@@ -146,6 +146,20 @@ def test_held_key_repeats_and_space_pauses_repeat(make_app):
     assert set(spy.actions) == {2}
 
 
+def test_a_held_key_keeps_one_step_queued_and_release_lets_at_most_one_more_through(make_app):
+    app, spy = make_app(repeat_delay=0.0)
+    spy.gate.clear()  # the world is stuck in its first step
+    key(pygame.K_3)
+    pump(app, spy.stepping.is_set)
+    for _ in range(5):
+        app.tick()
+    assert app.worker.pending_steps == 1  # the next step already waits behind the running one
+    key(pygame.K_3, down=False)
+    spy.gate.set()
+    pump(app, app.settled)
+    assert len(spy.actions) == 2  # the running step and the queued one, nothing after the release
+
+
 def test_backspace_then_the_same_action_reproduces_the_frame(make_app):
     app, spy = make_app()
     tap(pygame.K_1)

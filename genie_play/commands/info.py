@@ -307,7 +307,7 @@ def bench_world(path: str, steps: int = 25, precision: str = "auto", frames: int
     sweep = {s: time_play(world, s, 3)["fps"] for s in sorted({1, 8, steps})}
     full = time_full_recompute(baseline, steps, 1)
     return {
-        "device": world.device_description, "attention": world.attention_path, "linears": world.linear_path, "threads": torch.get_num_threads(), "steps": steps,
+        "device": world.device_description, "attention": world.attention_path, "linears": world.linear_path, "rounds": world.frame_path, "threads": torch.get_num_threads(), "steps": steps,
         "context_frames": world.config.dynamics.st.window, **{f"{k}_ms": v for k, v in play.items() if k != "fps"},
         "fps": play["fps"], "gflop_per_frame": {k: v / 1e9 for k, v in flops.items()},
         "dynamics_gflops": flops["dynamics"] / play["dynamics"] / 1e6, "matmul_gflops": peak,
@@ -321,7 +321,7 @@ def bench_text(b: dict[str, Any]) -> list[str]:
     return [
         f"  bench ({b['device']}, {b['threads']} thread{'s' * (b['threads'] != 1)}, {b['steps']} MaskGIT steps, context {b['context_frames']} frames): "
         f"{b['fps']:.1f} frames/s = {b['total_ms']:.0f} ms/frame (dynamics {b['dynamics_ms']:.0f}, decode {b['decode_ms']:.0f}; "
-        f"encode {b['encode_ms']:.0f} per prompt); attention: {b['attention']}; linears: {b['linears']}",
+        f"encode {b['encode_ms']:.0f} per prompt); attention: {b['attention']}; linears: {b['linears']}; MaskGIT: {b['rounds']}",
         f"    {b['gflop_per_frame']['dynamics'] + b['gflop_per_frame']['decode']:.1f} GFLOP/frame; dynamics at "
         f"{b['dynamics_gflops']:.0f} GFLOP/s = {100 * b['dynamics_gflops'] / b['matmul_gflops']:.0f}% of this CPU's "
         f"{b['matmul_dtype']} matmul rate at the model's shapes ({b['matmul_gflops']:.0f} GFLOP/s)",
