@@ -7,6 +7,9 @@ the same numbers at any thread count, and fall back cleanly where they cannot be
 from __future__ import annotations
 
 import os
+import platform
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -180,3 +183,19 @@ def test_the_kernels_join_torchs_openmp_threads_even_after_pygame_brought_its_ow
     if torchs == "None":
         pytest.skip("no single libgomp.so.1 beside torch here")
     assert used == torchs
+
+
+@pytest.mark.skipif(not shutil.which("cc") or platform.machine().lower() not in ("x86_64", "amd64"), reason="needs cc on x86")
+@pytest.mark.parametrize("flags", [["-march=x86-64"], ["-march=haswell", "-fopenmp"], ["-march=icelake-server"],
+                                   ["-march=sapphirerapids", "-fopenmp"]])
+def test_the_kernels_compile_for_every_vector_width_with_and_without_openmp(flags):
+    """The machine that runs the tests compiles only its own variant; the others (4, 8 and 16 float
+    lanes; AVX2, VNNI and AMX products; the single-threaded fallback build) must compile too."""
+    if flags[0] == "-march=sapphirerapids" and subprocess.run(["cc", "-march=sapphirerapids", "-E", "-x", "c", "/dev/null"],
+                                                              capture_output=True).returncode != 0:
+        pytest.skip("this compiler does not know Sapphire Rapids")
+    sources = [str(s) for s in play_kernels.SOURCES]
+    build = [f for f in play_kernels.FLAGS if not f.startswith("-march") and f not in ("-shared", "-fPIC")]
+    warnings = ["-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas"]  # omp pragmas are ignored without -fopenmp
+    result = subprocess.run(["cc", "-fsyntax-only", *warnings, *build, *flags, *sources], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -13,24 +13,6 @@
 static inline int gp_thread(void) { return omp_get_thread_num(); }
 #else
 static inline int gp_thread(void) { return 0; }
-/* What stays fixed for a block between calls: norms, linears and QK-norm gains. */
-typedef struct {
-    const float *norm_w[3], *norm_b[3]; /* LayerNorms before the spatial, temporal and FFN parts (b may be NULL) */
-    float norm_eps[3];
-    gp_int8 linear[6];                  /* spatial qkv, spatial out, temporal qkv, temporal out, ffn in, ffn out */
-    const float *gain_s[2], *gain_t[2]; /* q (with the attention scale folded in when exact) and k gains */
-    float qk_eps, scale;                /* QK-norm eps; the attention scale still to apply */
-    int dim, heads, hidden;
-} gp_block;
-
-void gp_block_body(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_kt, float *ctx_v,
-                   int length, const float *cos_t, const float *sin_t, int need_output, float *out, float *work,
-                   uint8_t *bytes);
-long gp_block_work_floats(const gp_block *b, int rows, int tokens, int threads);
-long gp_block_bytes(const gp_block *b, int rows);
-void gp_pick_body(const float *logits, int rows, int v, const int64_t *positions, const float *u, float temperature,
-                  const float *g, float noise_scale, int64_t *sampled, float *logp);
-
 #endif
 
 /* One vector register of floats (GCC/Clang vector extensions): sixteen with AVX-512, eight with
@@ -44,24 +26,6 @@ void gp_pick_body(const float *logits, int rows, int v, const int64_t *positions
 #define LANES 8
 #else
 #define LANES 4
-/* What stays fixed for a block between calls: norms, linears and QK-norm gains. */
-typedef struct {
-    const float *norm_w[3], *norm_b[3]; /* LayerNorms before the spatial, temporal and FFN parts (b may be NULL) */
-    float norm_eps[3];
-    gp_int8 linear[6];                  /* spatial qkv, spatial out, temporal qkv, temporal out, ffn in, ffn out */
-    const float *gain_s[2], *gain_t[2]; /* q (with the attention scale folded in when exact) and k gains */
-    float qk_eps, scale;                /* QK-norm eps; the attention scale still to apply */
-    int dim, heads, hidden;
-} gp_block;
-
-void gp_block_body(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_kt, float *ctx_v,
-                   int length, const float *cos_t, const float *sin_t, int need_output, float *out, float *work,
-                   uint8_t *bytes);
-long gp_block_work_floats(const gp_block *b, int rows, int tokens, int threads);
-long gp_block_bytes(const gp_block *b, int rows);
-void gp_pick_body(const float *logits, int rows, int v, const int64_t *positions, const float *u, float temperature,
-                  const float *g, float noise_scale, int64_t *sampled, float *logp);
-
 #endif
 typedef float vf __attribute__((vector_size(4 * LANES)));
 typedef int vi __attribute__((vector_size(4 * LANES)));
