@@ -1,6 +1,6 @@
 """Play speed of a world on this machine, against the machine's own matmul rate (issue 7).
 
-    python benchmarks/bench_play.py [--world coinrun | --preset small] [--steps 25] [--frames 20]
+    python benchmarks/bench_play.py [--world coinrun | --preset small [--override KEY=VALUE ...]] [--steps 25] [--frames 20]
                                     [--quick] [--compile] [--engine fast|reference] [--no-memory]
 
 One run prints: the FLOPs one frame needs (counted from the config); the fp32 and bf16 matmul rate at
@@ -26,7 +26,7 @@ from genie_play import devices
 from genie_play.commands.info import frame_flops, model_shapes, time_full_recompute, time_play
 from genie_play.devices import cpu_has_bf16, matmul_rate
 from genie_play.models import play_kernels
-from genie_play.models.presets import preset
+from genie_play.models.presets import override, preset
 from genie_play.world import World, build_models
 
 
@@ -53,7 +53,7 @@ def make_world(args, row: str) -> World:
             world = World.load(args.world, device="cpu", precision=precision, **kwargs)
         else:
             torch.manual_seed(0)
-            cfg = preset(args.preset)
+            cfg = override(preset(args.preset), args.override)
             m = build_models(cfg)
             world = World(cfg, m["tokenizer"], m["dynamics"], m["lam"].action_codebook().detach(), lam=m["lam"],
                           device="cpu", precision=precision, **kwargs)
@@ -131,6 +131,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", default="coinrun", help="world name or path (default: the bundled coinrun)")
     ap.add_argument("--preset", help="use random weights of this preset instead of a world (e.g. small)")
+    ap.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for --preset, e.g. tokenizer.patch=4 dynamics.grid=[16,16] (a 256-token world)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--frames", type=int, default=20, help="timed frames per row")
     ap.add_argument("--quick", action="store_true", help="a ~20 s version: fewer rows, frames and memory frames")
