@@ -7,8 +7,9 @@ model and for the tokenizer's decoder, the position of the next frame and the sa
 Per new frame (`step`): the dynamics context is stacked once (ContextKV), MaskGIT runs `steps` rounds
 over the new frame's tokens only, one more pass with the final tokens records the frame's own
 keys/values, and the decoder turns the tokens into pixels once, against its own cache. The "fast"
-engine does this with fewer operations, prepacked kernels and the head on masked tokens only, and
-gives the "reference" (plain) engine's frames bit for bit in fp32 (tests/test_fast_path.py).
+engine does this with fewer operations, prepacked kernels and the head on masked tokens only (in
+int8 worlds on the C kernels, all rounds and the record pass as one C call: models/play_frame.py),
+and gives the "reference" (plain) engine's frames bit for bit in fp32 (tests/test_fast_path.py).
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from .errors import BadActionError, BadSettingError
 from .images import load_image
 from .models import maskgit, play_kernels
 from .models.dynamics import DynamicsModel
-from .models.play_frame import FusedFrame
 from .models.lam import LatentActionModel
+from .models.play_frame import FusedFrame
 from .models.presets import WorldConfig, to_dict, world_config_from_dict
 from .models.st_block import ContextKV, FrameKV
 from .models.tokenizer import Tokenizer
@@ -64,7 +65,8 @@ class World:
             raise BadSettingError(f"precision int8 runs on the CPU only (its kernels are fbgemm's); use auto on {self.device.type}")
         # Inference runs with weights cast to the compute dtype (faster than autocast on the CPU,
         # which re-casts weights on every call); fp32 when the device has no fast bf16. int8 = the
-        # dynamics' linears in int8 with fp32 activations, everything else as "auto".
+        # dynamics' linears in int8 with fp32 activations (the decoder's too where the C linear
+        # runs them), everything else as "auto".
         self.dtype = autocast_dtype(self.device, "auto" if precision == "int8" else precision) or torch.float32
         self.kernels = kernels  # allow play_kernels' fused attentions (int8 / bf16 on the CPU)
         if precision == "int8" and self._c_int8():
@@ -423,13 +425,14 @@ class World:
         if self.engine == "reference":
             fn = lambda tok: self.dynamics.step(tok, codes, ctx, reference=True)[0]  # noqa: E731
             tokens = maskgit.decode_reference(fn, masked, mask_id, **options)
-        elif self._fused_frame() is not None:  # every round and the record pass in one C call
-            emb = self.dynamics.frame_action(codes, batch)
-            tokens = self._fused_frame().sample(masked, emb, ctx, self.dynamics.transformer, **options)
         else:
             emb = self.dynamics.frame_action(codes, batch)  # once per frame, not per round
-            fn = lambda tok, pos: self.dynamics.sample_logits(tok, emb, ctx, pos)  # noqa: E731
-            tokens = maskgit.decode(fn, masked, mask_id, masked_only=True, pick=self._pick, **options)
+            frame = self._fused_frame()
+            if frame is not None:  # every round and the record pass in one C call
+                tokens = frame.sample(masked, emb, ctx, self.dynamics.transformer, **options)
+            else:
+                fn = lambda tok, pos: self.dynamics.sample_logits(tok, emb, ctx, pos)  # noqa: E731
+                tokens = maskgit.decode(fn, masked, mask_id, masked_only=True, pick=self._pick, **options)
         self._sample_ms = (time.perf_counter() - t0) * 1e3  # read by the next _advance for last_timings
         return tokens, ctx
 

@@ -75,6 +75,10 @@ def test_the_frame_kernel_is_the_same_at_any_thread_count_and_batch(tiny_world_p
 @needs_frame
 def test_the_frame_kernel_steps_aside_when_weights_change(tiny_world_path, prompt_image):
     world = _world(tiny_world_path)
+    world.dynamics.transformer.use_kernels(None)  # blocks back on PyTorch operations
+    assert world._fused_frame() is None
+    world._pack_kernels()
+    assert world._fused_frame() is not None
     with torch.no_grad():
         world.dynamics.tok_emb.weight[3] += 1.0
     assert world._fused_frame() is None  # stale: the round-by-round path (with its own checks) runs

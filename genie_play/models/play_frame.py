@@ -81,8 +81,12 @@ class FusedFrame:
         return cls(kernels, dynamics, blocks, packed.packed)
 
     def current(self, dynamics) -> bool:
+        """Still what `dynamics` would run: the same fused blocks installed (and current), the same
+        packed head, the same embeddings and final norm."""
         packed = dynamics.head.__dict__.get("_packed")
-        return (all(b.current() for b in self.blocks) and packed is not None and packed.packed is self.head
+        installed = zip(dynamics.transformer.blocks, self.blocks)
+        return (all(block.__dict__.get("_fused") is fused and fused.current() for block, fused in installed)
+                and packed is not None and packed.packed is self.head
                 and packed.valid_for(dynamics.head) and all(t._version == v and t.data_ptr() == ptr for t, v, ptr in self.sources))
 
     def _buffers_for(self, items: int, threads: int) -> tuple[torch.Tensor, ...]:

@@ -13,8 +13,12 @@
  * The product uses AVX2's u8 x s8 pair multiply (vpmaddubsw) and widens pairs to int32 (vpmaddwd):
  * with activations stored as q + 64 in [1, 127] and weights in [-127, 127], a pair sums to at most
  * 2 * 127 * 127 = 32258, so the 16-bit step never saturates. The +64 offset is removed exactly with
- * per-column weight sums. Without AVX2 the library reports gp_linear_available() == 0 and the
- * caller uses another path.
+ * per-column weight sums. With AVX-512 VNNI the same sums come from vpdpbusd, and with AMX (where
+ * Linux grants it) from tile products for blocks of 32 rows: all three give identical int32 sums,
+ * so the outputs differ between them only where the vector width changes float rounding elsewhere.
+ * Measured on a 2-core Xeon with AMX, one 64 x 256 -> 768 product on one thread (C harness): VNNI
+ * 85 us, AMX 29 us, of which ~10 us is the dequantising epilogue. Without AVX2 the library reports
+ * gp_linear_available() == 0 and the caller uses another path.
  */
 #include <stdint.h>
 
@@ -37,7 +41,7 @@
 /* AMX (Sapphire Rapids and later): one tdpbusd multiplies a 16 x 64 u8 tile by a 64 x 16 s8 tile
  * into 16 x 16 int32 sums, 16x the work of a vpdpbusd, with the same exact integer sums. The
  * weights' packed layout (4 inputs x 16 columns per 64 bytes) is already AMX's B-tile layout. Linux
- * hands out the tile registers only on request (gp_linear_amx_enable). */
+ * hands out the tile registers only on request (gp_linear_use_amx). */
 #if GP_HAVE_VNNI512 && defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__)
 #define GP_HAVE_AMX 1
 #include <sys/syscall.h>
