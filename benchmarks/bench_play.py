@@ -95,6 +95,21 @@ def rows_here(engine: str) -> list[str]:
     return rows + ["int8"]
 
 
+# --isa: the kernel library built for less than this CPU has, to estimate what other CPUs play.
+ISA_FLAGS = {"native": "-march=native", "avx2": "-march=haswell", "avx512-vnni": "-march=icelake-server"}
+
+
+def hold_to_isa(isa: str) -> None:
+    """Build the play kernels with ISA_FLAGS[isa] instead of -march=native (before any world loads).
+    For "avx2" the CPU is also treated as having no VNNI, as on an AVX2-only CPU (so the C linear,
+    not fbgemm, runs the int8 products)."""
+    if isa == "native":
+        return
+    play_kernels.FLAGS = [ISA_FLAGS[isa] if f == "-march=native" else f for f in play_kernels.FLAGS]
+    if isa == "avx2":
+        devices.cpu_has_vnni = lambda: False
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -139,7 +154,10 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="add a torch.compile row (compile time shown)")
     ap.add_argument("--engine", default="fast", choices=("fast", "reference"))
     ap.add_argument("--no-memory", action="store_true", help="skip the 2,000-frame memory session")
+    ap.add_argument("--isa", default="native", choices=sorted(ISA_FLAGS),
+                    help="build the play kernels for an older instruction set than this CPU's (what CPUs without it would run)")
     args = ap.parse_args()
+    hold_to_isa(args.isa)
     if args.quick:
         args.frames = min(args.frames, 8)
     threads_all = sorted({1, torch.get_num_threads()})
