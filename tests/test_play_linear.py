@@ -7,6 +7,10 @@ would, and say which sizes it cannot take.
 """
 from __future__ import annotations
 
+import ctypes
+import platform
+import shutil
+
 import pytest
 import torch
 import torch.nn as nn
@@ -177,3 +181,21 @@ def test_the_c_maskgit_pick_draws_what_torch_pick_draws(temperature):
                                               temperature, None, 0.0)[0][0, 0] for _ in range(4000)])
     freq = torch.bincount(draws, minlength=16).float() / 4000
     assert (freq - (row[0, 0] / temperature).softmax(-1)).abs().max() < 0.03
+
+
+@needs_linear
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or not shutil.which("cc"), reason="needs cc on x86")
+def test_the_avx2_product_gives_the_native_products_numbers(tmp_path, monkeypatch):
+    """A CPU with AVX-512 never runs the AVX2 product, so it is built here for Haswell and compared:
+    quantisation (a max), the integer sums and the elementwise epilogue are exact, so AVX2, VNNI and
+    AMX must give identical outputs, bit for bit."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    flags = [("-march=haswell" if f == "-march=native" else f) for f in play_kernels.FLAGS] + ["-fopenmp"]
+    path = play_kernels._build("cc", flags)
+    avx2 = play_kernels.PlayKernels(ctypes.CDLL(str(path)), path)
+    assert not avx2.linear_vnni and avx2.linear_available
+    for k, n, rows in ((256, 768, 64), (768, 256, 37), (64, 48, 5)):
+        layer = _layer(k, n, seed=k)
+        x, residual = torch.randn(rows, k) * 2, torch.randn(rows, n)
+        native = kernels.linear(x, kernels.pack_linear(layer.weight, layer.bias), act=True, residual=residual)
+        assert torch.equal(avx2.linear(x, avx2.pack_linear(layer.weight, layer.bias), act=True, residual=residual), native)
