@@ -411,7 +411,8 @@ class World:
         d = self.config.dynamics
         per_frame = d.tokens_per_frame + (d.action_mode == "token") if transformer is self.dynamics.transformer else self.config.tokenizer.tokens_per_frame
         empty = (transformer.cfg.depth, batch * per_frame, transformer.cfg.heads, transformer.head_dim, self.kv_dtype, self.device)
-        return ContextKV(list(frames), position, empty)
+        kernels = transformer.blocks[0].__dict__.get("_kernels")  # installed: they stack the context too
+        return ContextKV(list(frames), position, empty, stacker=kernels)
 
     def _sample_tokens(self, state: WorldState, codes: torch.Tensor) -> tuple[torch.Tensor, ContextKV]:
         """MaskGIT over the next frame's tokens (B, N) for codes (B, action_dim); returns them and

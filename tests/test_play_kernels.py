@@ -199,3 +199,20 @@ def test_the_kernels_compile_for_every_vector_width_with_and_without_openmp(flag
     warnings = ["-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas"]  # omp pragmas are ignored without -fopenmp
     result = subprocess.run(["cc", "-fsyntax-only", *warnings, *build, *flags, *sources], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@needs_kernels
+@pytest.mark.parametrize("frames", [1, 5, 15])
+def test_the_c_context_stack_is_torchs_stack(frames):
+    from genie_play.models.st_block import FrameKV
+
+    torch.manual_seed(frames)
+    history = [FrameKV(tuple((torch.randn(6, 2, 1, 16), torch.randn(6, 2, 1, 16)) for _ in range(3))) for _ in range(frames)]
+    plain, fast = ContextKV(history, 7), ContextKV(history, 7, stacker=kernels)
+    for (k0, v0), (k1, v1), kt0, kt1 in zip(plain.buffers, fast.buffers, plain.keys_transposed(), fast.keys_transposed()):
+        assert k1.shape == k0.shape == (6, 2, frames + 1, 16) and kt1.shape == (6, 2, 16, frames + 1)
+        assert torch.equal(k1[:, :, :frames], k0[:, :, :frames]) and torch.equal(v1[:, :, :frames], v0[:, :, :frames])
+        assert torch.equal(kt1[..., :frames], kt0[..., :frames])
+    odd = [FrameKV(tuple((k.transpose(0, 1).contiguous().transpose(0, 1), v) for k, v in f.layers)) for f in history]
+    assert kernels.stack_context(list(odd[0].layers[:1]) * 2) is None  # not contiguous: ContextKV stacks with torch
+    assert torch.equal(ContextKV(odd, 7, stacker=kernels).buffers[0][0][:, :, :frames], plain.buffers[0][0][:, :, :frames])

@@ -196,6 +196,27 @@ void gp_spatial_attention(const float *qkv, int items, int n, int heads, int hd,
     gp_spatial_body(qkv, items, n, heads, hd, gain_q, gain_k, eps, scale, out, scratch);
 }
 
+/* Stack `frames` context frames' keys/values for the temporal kernel, in one pass: k_frames[l] and
+ * v_frames[l] (pairs, hd), pairs = rows * heads, the frame l of the context (oldest first) ->
+ * ctx_k / ctx_v (pairs, frames + 1, hd) and ctx_kt (pairs, hd, frames + 1), slot `frames` left
+ * for the new frame (the kernels write it). What torch.cat and a transposed copy per layer did,
+ * without a tensor operation per frame. Pairs are shared among the threads. */
+void gp_stack_context(const float *const *k_frames, const float *const *v_frames, int frames, long pairs, int hd,
+                      float *ctx_k, float *ctx_kt, float *ctx_v, int threads) {
+    const int length = frames + 1;
+    (void)threads;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long p = 0; p < pairs; p++) {
+        float *kc = ctx_k + p * length * hd, *kt = ctx_kt + p * hd * length, *vc = ctx_v + p * length * hd;
+        for (int l = 0; l < frames; l++) {
+            const float *k = k_frames[l] + p * hd;
+            memcpy(kc + (long)l * hd, k, sizeof(float) * hd);
+            memcpy(vc + (long)l * hd, v_frames[l] + p * hd, sizeof(float) * hd);
+            for (int d = 0; d < hd; d++) kt[(long)d * length + l] = k[d];
+        }
+    }
+}
+
 /* Temporal attention of each position's new frame against its cached context.
  * qkv (rows, 3, heads, hd); ctx_k / ctx_v (rows, heads, length, hd) and ctx_kt, the keys
  * transposed (rows, heads, hd, length), hold the context in slot 0..length-2; the new frame's

@@ -86,6 +86,9 @@ class PlayKernels:
         self._pick.argtypes = [p, i, i, p, p, f, p, f, p, p, i]
         self._pick.restype = None
         self.lib = lib  # play_frame.FusedFrame binds its own entry points
+        self._stack = lib.gp_stack_context
+        self._stack.argtypes = [p, p, i, ctypes.c_long, i, p, p, p, i]
+        self._stack.restype = None
         self._temporal = lib.gp_temporal_attention
         self._temporal.argtypes = [p, i, i, i, p, p, f, f, p, p, p, p, p, i, i, p, i]
         self._temporal.restype = None
@@ -165,6 +168,25 @@ class PlayKernels:
         scratch = torch.empty(threads * self._spatial_scratch(n, hd))
         self._spatial(qkv.data_ptr(), b, n, h, hd, gain_q.data_ptr(), gain_k.data_ptr(), eps, scale, out.data_ptr(), scratch.data_ptr(), threads)
         return out
+
+    def stack_context(self, frames: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """One layer's context from its frames' (k, v), each (R, H, 1, hd) contiguous fp32 on the
+        CPU, oldest first -> (ctx_k (R, H, L+1, hd), ctx_kt (R, H, hd, L+1), ctx_v), the last slot
+        left for the new frame: ContextKV's stack and transposed keys in one C call. None if a
+        frame is not laid out that way (the caller stacks with torch then)."""
+        k0 = frames[0][0]
+        r, h, _, hd = k0.shape
+        for k, v in frames:
+            for t in (k, v):
+                if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() or t.shape != k0.shape:
+                    return None
+        length = len(frames) + 1
+        ctx_k, ctx_v = torch.empty(r, h, length, hd), torch.empty(r, h, length, hd)
+        ctx_kt = torch.empty(r, h, hd, length)
+        ks = (ctypes.c_void_p * len(frames))(*(k.data_ptr() for k, _ in frames))
+        vs = (ctypes.c_void_p * len(frames))(*(v.data_ptr() for _, v in frames))
+        self._stack(ks, vs, len(frames), r * h, hd, ctx_k.data_ptr(), ctx_kt.data_ptr(), ctx_v.data_ptr(), torch.get_num_threads())
+        return ctx_k, ctx_kt, ctx_v
 
     def temporal(
         self, qkv: torch.Tensor, gain_q: torch.Tensor, gain_k: torch.Tensor, eps: float, scale: float,

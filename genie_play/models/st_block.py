@@ -378,14 +378,22 @@ class ContextKV:
     Built once per new frame from the last window-1 FrameKVs; every MaskGIT step of that frame reads
     it and overwrites only the scratch slot, so no step allocates or recomputes context. It also
     holds what the fast path derives once per frame (RoPE row of the position, fused norm gains).
+    With `stacker` (the play kernels) the C code stacks each layer and its transposed keys in one
+    call (the same numbers: pure copies).
     """
 
-    def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple[int, int, int, int, torch.dtype, torch.device] | None = None) -> None:
+    def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple[int, int, int, int, torch.dtype, torch.device] | None = None,
+                 stacker: "PlayKernels | None" = None) -> None:
         self.position = position
         self.recorded = False  # the scratch slot holds the final tokens' keys/values (play_frame.FusedFrame)
         self._prepared: tuple | None = None
         self._keys_t: list[torch.Tensor] | None = None
         buffers = []
+        stacked = [stacker.stack_context([f.layers[i] for f in frames]) for i in range(len(frames[0].layers))] if frames and stacker else []
+        if stacked and all(s is not None for s in stacked):  # the C kernels stack and transpose in one pass
+            self.buffers = [(k, v) for k, _, v in stacked]
+            self._keys_t = [kt for _, kt, _ in stacked]
+            return
         if frames:
             for layer in range(len(frames[0].layers)):
                 ks = [f.layers[layer][0] for f in frames]
