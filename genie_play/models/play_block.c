@@ -12,7 +12,6 @@
  */
 #include "play_vec.h"
 
-
 /* Floats of work buffer gp_block_step needs for `rows` token rows and `threads` threads. */
 long gp_block_work_floats(const gp_block *b, int rows, int tokens, int threads) {
     const long hd = b->dim / b->heads;
