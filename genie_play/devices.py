@@ -195,14 +195,13 @@ def linear(module: nn.Linear, x: torch.Tensor, act: bool = False, residual: torc
     one (the C int8 linear applies the LayerNorm itself), else exactly the plain ops (so fp32
     results equal the training-time modules bit for bit)."""
     packed = module.__dict__.get("_packed")
-    if packed is not None and packed.valid_for(module):
-        if norm is not None and packed.kernels is not None:
-            return packed.kernels.linear(x, packed.packed, act, residual, norm=(norm.weight, norm.bias, norm.eps))
-        if norm is not None:
-            x = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
-        return packed(x, act, residual)
+    current = packed is not None and packed.valid_for(module)
     if norm is not None:
+        if current and packed.kernels is not None:
+            return packed.kernels.linear(x, packed.packed, act, residual, norm=(norm.weight, norm.bias, norm.eps))
         x = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
+    if current:
+        return packed(x, act, residual)
     y = F.linear(x, module.weight, module.bias)
     if act:
         y = F.silu(y)

@@ -358,7 +358,7 @@ class World:
                           kernels=kernels)
             # The decoder: int8 on the C linear in an int8 world where that runs (on an AVX2 EPYC ~2x
             # faster than its fp32 decode, within 0.01 dB; weights/README.md), else bf16 where native
-            decoder_int8 = self.precision == "int8" and c_int8_linear(kernels)
+            decoder_int8 = self.precision == "int8" and self._c_int8()  # the decision __init__ made the dtype fp32 for
             pack_for_play(self.tokenizer.decoder, int8=decoder_int8, rows_per_item=t.tokens_per_frame, kernels=kernels)
             pack_for_play(self.tokenizer.dec_out)
             for transformer, fused in reduced.items():  # after packing: blocks of C int8 linears become one call

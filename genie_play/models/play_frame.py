@@ -15,7 +15,7 @@ import ctypes
 import torch
 
 from . import maskgit
-from .play_kernels import LANES, PlayKernels, _BlockStruct, _Int8Struct
+from .play_kernels import LANES, PlayKernels, _BlockStruct, _check, _Int8Struct
 from .st_block import ContextKV
 
 
@@ -129,9 +129,9 @@ class FusedFrame:
         keys_t = context.keys_transposed()
         ks, vs = [k for k, _ in context.buffers], [v for _, v in context.buffers]
         length = ks[0].shape[2]
-        for t in (*ks, *vs, *keys_t):
-            if t.dtype != torch.float32 or not t.is_contiguous() or t.shape[0] != b * n:
-                raise ValueError(f"play frame: context {t.dtype} {tuple(t.shape)} does not fit tokens {tuple(tokens.shape)}")
+        _check(*ks, *vs, *keys_t)  # contiguous fp32 on the CPU, as the C code reads them
+        if any(t.shape[0] != b * n for t in (*ks, *vs, *keys_t)):
+            raise ValueError(f"play frame: context {tuple(ks[0].shape)} does not fit tokens {tuple(tokens.shape)}")
         emb = emb.detach().float().contiguous()
         threads = torch.get_num_threads()
         work, scratch, sampled, rows_at, order = self._buffers_for(b, threads)
