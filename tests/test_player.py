@@ -272,3 +272,25 @@ def test_a_world_that_fails_to_load_ends_the_app_with_its_error(tmp_path):
     with pytest.raises(WorldNotFoundError, match="nope"):
         app.run(max_frames=10_000)
     assert not app.worker.alive
+
+
+def test_right_plays_the_action_labelled_right_and_the_hud_rate_is_honest(tmp_path, prompt_path):
+    """The bundled world's labels: Right is "right" (3), not "jump right"; one tap shows a real rate."""
+    from conftest import make_tiny_world
+
+    path = tmp_path / "labelled.safetensors"
+    make_tiny_world(path, labels=["idle", "jump right", "jump left", "right", "jump", "step right", "drop", "stay"])
+    spy = SpyWorld(load(path))
+    app = App(lambda: spy, [prompt_path], PlayOptions(world_name="labelled", seed=SEED, config_dir=tmp_path / "c",
+                                                      record_dir=tmp_path / "out")).start()
+    try:
+        pump(app, app.settled)
+        tap(pygame.K_RIGHT, pygame.K_UP, pygame.K_LEFT)
+        pump(app, lambda: app.settled() and app.state.step == 3)
+        assert spy.actions == [3, 4, 2]
+        assert app._legend()[3][0] == "4/Right/D"
+        app.tick()
+        assert app.state.world_fps is not None and app.state.world_fps > 0
+        assert "world -- " not in hud_lines(app.state)[3][0]
+    finally:
+        app.close()

@@ -27,7 +27,8 @@ from ..labels import ActionLabels  # noqa: E402
 from . import hud  # noqa: E402
 from .explorer import Explorer  # noqa: E402
 from .keymap import canonical_key, control_command  # noqa: E402
-from .session import FileWriter, HeldKeys, PromptList, RateMeter, Recorder, next_steps, next_temperature  # noqa: E402
+from .session import (FileWriter, FrameTimer, HeldKeys, PromptList, RateMeter, Recorder, next_steps,  # noqa: E402
+                      next_temperature)  # noqa: E402
 from .worker import Result, WorldWorker  # noqa: E402
 
 NO_DISPLAY = ("no display for the player window ({why}): play headless with `genie-play rollout IMAGE "
@@ -83,7 +84,8 @@ class App:
                                   notify=self._wake)
         self.held = HeldKeys(self.options.repeat_delay)
         self.recorder = Recorder()
-        self.meter = RateMeter()
+        self.meter = RateMeter()  # new frames shown per second
+        self.frame_timer = FrameTimer()  # the world's time per generated frame
         self.state = hud.HudState(world_name=self.options.world_name, seed=self.options.seed)
         self.info = None  # WorldInfo once the world is loaded
         self.table: ActionLabels | None = None
@@ -372,6 +374,7 @@ class App:
         self.state.last_label = self.table.label(r.action) if (r.action is not None and self.table) else ""
         if r.cause == "step":
             self.meter.tick(now)
+            self.frame_timer.add(r.timings.get("frame", 0.0))
         if r.cause == "reset":
             self._resets_pending = max(0, self._resets_pending - 1)
             self.prompts.use(r.prompt)
@@ -398,7 +401,7 @@ class App:
     def _legend(self) -> list[tuple[str, str]]:
         if self.table is None:
             return []
-        return [(self.keymap.describe(a), self.table.display_label(a)) for a in range(self.table.num_actions)]
+        return [(self.keymap.describe(a, limit=None), self.table.display_label(a)) for a in range(self.table.num_actions)]
 
     def _draw(self, now: float) -> None:
         screen = self.screen = pygame.display.get_surface()
@@ -422,7 +425,9 @@ class App:
         message = self.message if now < self._message_until else ""
         if panel:
             s = self.state
-            s.legend, s.fps, s.queued = self._legend(), self.meter.rate(now), self.worker.pending_steps
+            s.legend, s.queued = self._legend(), self.worker.pending_steps
+            s.world_fps, s.world_ms = self.frame_timer.rate(), self.frame_timer.ms_per_frame()
+            s.shown_fps = self.meter.rate(now)
             s.recording, s.repeat_paused = self.recorder.active, self.held.paused
             s.rec_frames = len(self.recorder.current.frames) if self.recorder.active else 0
             s.preparing, s.prompt = self._surface is None, PromptList.describe(self.prompts.current)

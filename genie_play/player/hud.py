@@ -30,7 +30,9 @@ class HudState:
     step: int = 0
     last_action: int | None = None
     last_label: str = ""
-    fps: float = 0.0
+    world_fps: float | None = None  # frames/s the world makes (from its time per frame); None: none made yet
+    world_ms: float | None = None  # ms per generated frame
+    shown_fps: float | None = None  # new frames reaching the screen per second; None: fewer than 2 lately
     timings: dict = field(default_factory=dict)  # ms: encode / dynamics / decode
     steps: int | None = None  # MaskGIT steps
     temperature: float | None = None
@@ -50,12 +52,11 @@ def hud_lines(s: HudState) -> list[tuple[str, tuple[int, int, int]]]:
     lines.append((f"prompt: {s.prompt}", DIM))
     last = "-" if s.last_action is None else f"{s.last_action} {s.last_label}".strip()
     lines.append((f"step {s.step}   last: {last}", TEXT))
+    lines.append((rate_line(s), TEXT))
     t = s.timings
     if t:
         split = " / ".join(f"{t.get(k, 0.0):.0f}" for k in ("encode", "dynamics", "decode"))
-        lines.append((f"{s.fps:4.1f} fps   enc/dyn/dec {split} ms", TEXT))
-    else:
-        lines.append((f"{s.fps:4.1f} fps", TEXT))
+        lines.append((f"enc/dyn/dec {split} ms", DIM))
     steps = "?" if s.steps is None else str(s.steps)
     temp = "?" if s.temperature is None else f"{s.temperature:.2f}"
     lines.append((f"MaskGIT steps {steps} (-/=)  temp {temp} ([/])", TEXT))
@@ -63,6 +64,17 @@ def hud_lines(s: HudState) -> list[tuple[str, tuple[int, int, int]]]:
     if s.recording:
         lines.append((f"REC  {s.rec_frames} frames  (G stops)", REC))
     return lines
+
+
+def rate_line(s: HudState) -> str:
+    """The world's frame rate (from its time per frame, so tapping keys never reads 0) and,
+    separately, how many new frames reached the screen per second."""
+    if s.world_fps is None:
+        world = "world -- frames/s"
+    else:
+        world = f"world {s.world_fps:.1f} frames/s ({s.world_ms:.0f} ms each)"
+    shown = "--" if s.shown_fps is None else f"{s.shown_fps:.1f}"
+    return f"{world}   shown {shown}/s"
 
 
 CONTROLS_HELP = [
@@ -118,10 +130,11 @@ def draw_panel(target: pygame.Surface, rect: pygame.Rect, font: pygame.font.Font
         y += draw_text(target, font, text, (x, y), colour, width)
     y += 6
     y += draw_text(target, font, "keys   action", (x, y), DIM, width)
+    keys_width = min(width // 2, max([font.size(keys)[0] for keys, _ in state.legend] + [60]))
     for index, (keys, label) in enumerate(state.legend):
         colour = ACCENT if index == state.last_action else TEXT
-        draw_text(target, font, keys, (x, y), colour, 110)
-        y += draw_text(target, font, f"{index}  {label}", (x + 115, y), colour, width - 115)
+        draw_text(target, font, keys, (x, y), colour, keys_width)
+        y += draw_text(target, font, f"{index}  {label}", (x + keys_width + 6, y), colour, width - keys_width - 6)
     y += 6
     for text in CONTROLS_HELP:
         y += draw_text(target, font, text, (x, y), DIM, width)

@@ -54,14 +54,16 @@ for _c in "0123456789":
     KEY_ALIASES[f"kp {_c}"] = f"[{_c}]"
 
 # Direction words in a world's default labels -> the arrow and WASD keys that should play them.
+# The first word of each list is the direction's own name; the others are verbs that mean it.
 _DIRECTION_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "left": (("left",), ("a",)),
-    "right": (("right",), ("d",)),
-    "up": (("up", "jump"), ("w",)),
-    "down": (("down", "crouch", "duck"), ("s",)),
+    "left": (("left", "west", "back", "backward", "backwards"), ("a",)),
+    "right": (("right", "east", "forward", "forwards"), ("d",)),
+    "up": (("up", "jump", "climb", "hop", "fly", "north"), ("w",)),
+    "down": (("down", "drop", "crouch", "duck", "fall", "sink", "south", "descend"), ("s",)),
 }
 _POSITIONAL_DIRECTIONS = ("left", "right", "up", "down")  # actions 0-3 when labels say nothing
-
+_ALWAYS_BOUND = ("left", "right", "up")  # never left without an action (Down only when a label says so)
+_RESTING_WORDS = frozenset(["idle", "stay", "noop", "no-op", "none", "nothing", "wait", "still", "stop"])
 
 def canonical_key(name: str) -> str:
     """A key name in pygame's spelling, lower case; aliases resolved. Does not validate."""
@@ -94,24 +96,72 @@ def key_display(key: str) -> str:
     return key.title()
 
 
+def _label_words(label: str) -> list[str]:
+    return str(label).lower().replace("-", " ").replace("_", " ").split()
+
+
+def _direction_score(direction: str, words: list[str]) -> tuple[int, ...] | None:
+    """How plausibly a label (as words) means a direction; higher is better, None: not at all.
+
+    An exact label ("right") beats a word inside a label ("jump right"); the direction's own name
+    beats a verb for it ("up" beats "jump"); a label that also names another direction ("jump
+    right" for Right) loses to one that does not ("step right"); shorter labels win ties."""
+    names = _DIRECTION_KEYS[direction][0]
+    hits = [names.index(w) for w in words if w in names]
+    if not hits:
+        return None
+    exact = len(words) == 1
+    others = sum(1 for d, (ws, _) in _DIRECTION_KEYS.items() if d != direction and any(w in ws for w in words))
+    return (int(exact), int(min(hits) == 0), -others, -len(words))
+
+
+def direction_actions(num_actions: int, default_labels: Sequence[str] = ()) -> dict[str, int]:
+    """Which action each arrow direction plays, from the world's labels.
+
+    Pairs are taken best-first by `_direction_score` (ties: the lower action), each action and each
+    direction at most once. With no label naming any direction: actions 0-3 as left, right, up,
+    down. Otherwise Left, Right and Up still never stay unbound: an unclaimed direction takes the
+    lowest unclaimed action, preferring unlabelled ones over labelled ones and those over resting
+    labels ("idle", "stay"). Down is bound only when a label says so (or positionally).
+    """
+    labels = [_label_words(x) for x in list(default_labels)[:num_actions]]
+    labels += [[] for _ in range(num_actions - len(labels))]
+    candidates = []
+    for direction in _DIRECTION_KEYS:
+        for action, words in enumerate(labels):
+            score = _direction_score(direction, words)
+            if score is not None:
+                candidates.append((score, -action, direction, action))
+    if not candidates:
+        return {d: i for i, d in enumerate(_POSITIONAL_DIRECTIONS) if i < num_actions}
+    matched: dict[str, int] = {}
+    for _, _, direction, action in sorted(candidates, reverse=True):
+        if direction not in matched and action not in matched.values():
+            matched[direction] = action
+    for direction in _ALWAYS_BOUND:
+        if direction in matched:
+            continue
+        free = [a for a in range(num_actions) if a not in matched.values()]
+        if not free:
+            break
+
+        def preference(a: int) -> tuple[int, int]:
+            words = labels[a]
+            return (2 if any(w in _RESTING_WORDS for w in words) else 1 if words else 0, a)
+
+        matched[direction] = min(free, key=preference)
+    return matched
+
+
 def default_key_bindings(num_actions: int, default_labels: Sequence[str] = ()) -> list[list[str]]:
     """The keys each action has until the user binds their own.
 
-    Digits 1-9, 0 for the first ten actions. Arrows and WASD go to the actions whose default label
-    names a direction ("left", "jump", ...); when no label does, to actions 0-3 in the order
-    left, right, up, down.
+    Digits 1-9, 0 for the first ten actions; the arrows and WASD as `direction_actions` decides (so
+    with labels "jump right" and "right", Right plays "right"); F1-F12 beyond ten actions.
     """
     bindings = [[str((i + 1) % 10)] if i < 10 else [] for i in range(num_actions)]
-    labels = [str(x).lower() for x in default_labels][:num_actions]
-    matched: dict[str, int] = {}
-    for direction, (words, _) in _DIRECTION_KEYS.items():
-        hits = [i for i, lab in enumerate(labels) if any(w in lab.replace("-", " ").split() for w in words)]
-        if len(hits) == 1 and hits[0] not in matched.values():
-            matched[direction] = hits[0]
-    if not matched:
-        matched = {d: i for i, d in enumerate(_POSITIONAL_DIRECTIONS) if i < num_actions}
-    for direction, action in matched.items():
-        arrow, wasd = _DIRECTION_KEYS[direction][0][0], _DIRECTION_KEYS[direction][1][0]
+    for direction, action in direction_actions(num_actions, default_labels).items():
+        arrow, wasd = direction, _DIRECTION_KEYS[direction][1][0]
         bindings[action] += [arrow, wasd]
     for i, keys in enumerate(bindings):  # more than ten actions: a fallback so all stay reachable
         if not keys:
@@ -159,8 +209,8 @@ class KeyMap:
     def keys_for(self, action: int) -> tuple[str, ...]:
         return self.bindings[action]
 
-    def describe(self, action: int, limit: int = 3) -> str:
-        """Keys of an action as legend text, e.g. "1/Left/A"."""
+    def describe(self, action: int, limit: int | None = 3) -> str:
+        """Keys of an action as legend text, e.g. "1/Left/A" (all of them when limit is None)."""
         return "/".join(key_display(k) for k in self.bindings[action][:limit])
 
     def as_lists(self) -> list[list[str]]:

@@ -209,7 +209,8 @@ class PromptList:
 
 
 class RateMeter:
-    """Frames per second over the last `window` seconds."""
+    """Frames per second over the last `window` seconds (the display rate: how often new frames
+    reached the screen, which is lower than the world's rate when keys are only tapped)."""
 
     def __init__(self, window: float = 2.0):
         self.window = window
@@ -218,12 +219,34 @@ class RateMeter:
     def tick(self, now: float) -> None:
         self._times.append(now)
 
-    def rate(self, now: float) -> float:
+    def rate(self, now: float) -> float | None:
+        """Frames per second, or None when fewer than two frames arrived in the window."""
         while self._times and now - self._times[0] > self.window:
             self._times.popleft()
         if len(self._times) < 2:
-            return 0.0
+            return None
         return (len(self._times) - 1) / max(1e-6, self._times[-1] - self._times[0])
+
+
+class FrameTimer:
+    """The world's own speed: the mean wall time of its last `keep` generated frames.
+
+    Measured by the worker around each `World.step` call, so it says how fast the world *can* make
+    frames whether keys are held or tapped; None only before the first frame is made."""
+
+    def __init__(self, keep: int = 8):
+        self._ms: collections.deque[float] = collections.deque(maxlen=keep)
+
+    def add(self, frame_ms: float) -> None:
+        if frame_ms > 0:
+            self._ms.append(float(frame_ms))
+
+    def ms_per_frame(self) -> float | None:
+        return sum(self._ms) / len(self._ms) if self._ms else None
+
+    def rate(self) -> float | None:
+        ms = self.ms_per_frame()
+        return None if ms is None else 1000.0 / ms
 
 
 def default_fallback_dir() -> Path:

@@ -53,7 +53,7 @@ class Result:
     cause: str = ""  # frames: "reset" | "step" | "rewind"; errors: the command that failed
     step: int = 0  # frames generated since the prompt
     action: int | None = None  # the action that made this frame (None for reset)
-    timings: dict = field(default_factory=dict)  # ms: encode / dynamics / decode
+    timings: dict = field(default_factory=dict)  # ms: encode / dynamics / decode; steps: frame (wall time)
     info: WorldInfo | None = None
     frames: np.ndarray | None = None  # explore: (A, N, H, W, 3) uint8
     seed: int | None = None
@@ -228,11 +228,15 @@ class WorldWorker:
             if self._frame is None:
                 raise GenieError("no prompt yet: drop an image onto the window")
             before = (w.snapshot(), self._frame, self._step, self._last_action)
+            t0 = time.perf_counter()
             self._frame = w.step(cmd.action)
+            frame_ms = (time.perf_counter() - t0) * 1000.0
             self._history.append(before)
             self._step += 1
             self._last_action = cmd.action
-            self._emit(self._frame_result("step"))
+            result = self._frame_result("step")
+            result.timings["frame"] = frame_ms  # wall time of the whole step (the HUD's world rate)
+            self._emit(result)
         elif cmd.kind == "reset":
             image = cmd.image
             if image is None:  # no prompt anywhere: start from a plain grey frame
