@@ -30,9 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=8, help="initial window scale of the frame (default: 8)")
     parser.add_argument("--smooth", action="store_true", help="smooth upscaling instead of crisp pixels")
     parser.add_argument("--record-dir", type=Path, default=None,
-                        help="where G (GIF) and P (PNG) write (default: your pictures folder/genie-play)")
+                        help="where G (GIF/MP4), P (PNG) and sketches write (default: your pictures folder/genie-play)")
+    parser.add_argument("--record-format", choices=("gif", "mp4"), default="gif",
+                        help="what G records (default: gif); Shift+G records the other. mp4 is H.264 and "
+                             "needs PyAV: pip install \"genie-play[video]\"")
     parser.add_argument("--record-fps", type=float, default=None,
-                        help="GIF frame rate (default: the real timing of play)")
+                        help="recording frame rate (default: the real timing of play)")
     parser.add_argument("--record-scale", type=int, default=4, help="GIF/PNG upscaling factor (default: 4)")
     parser.add_argument("--no-captions", action="store_true", help="no action labels under GIF frames")
     parser.add_argument("--explore-frames", type=int, default=4, help="frames per action in the explorer (L)")
@@ -52,6 +55,10 @@ def _check_args(args: argparse.Namespace) -> None:
     for bad, message in checks:
         if bad:
             raise BadSettingError(message)
+    if getattr(args, "record_format", "gif") == "mp4":
+        from ..video import require_pyav
+
+        require_pyav()  # without PyAV: a one-line BadSettingError saying how to install it
     if str(args.device).split(":")[0].lower() not in ("auto", "cpu", "cuda", "mps"):
         raise BadSettingError(f"unknown device {args.device!r}: use auto, cpu, cuda or mps")
 
@@ -81,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     options = PlayOptions(
         world_name=world_path.stem, seed=seed, steps=args.steps, temperature=args.temperature,
         fps_cap=args.fps_cap, scale=args.scale, smooth=args.smooth, record_dir=args.record_dir,
+        record_format=args.record_format,
         record_fps=args.record_fps, record_scale=args.record_scale, captions=not args.no_captions,
         explore_frames=args.explore_frames,
     )

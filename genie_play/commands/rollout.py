@@ -1,8 +1,8 @@
-"""`genie-play rollout IMAGE --actions 0,3,3,7 --out run.gif`: play a list of actions headless.
+"""`genie-play rollout IMAGE --actions 0,3,3,7 --out run.gif|run.mp4`: play a list of actions headless.
 
 Loads the world, prompts it with IMAGE, applies the actions with `world.rollout(..., seed=S)` (the
 same seed and actions give the same frames) and writes the prompt frame plus one frame per action
-as an animated GIF, atomically. Everything that can be checked without the model (the action list's
+as an animated GIF or, for an --out ending in .mp4, an H.264 MP4 (PyAV, the `video` extra), atomically. Everything that can be checked without the model (the action list's
 syntax, the settings, the output path) is checked before the model loads.
 """
 from __future__ import annotations
@@ -24,12 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world", default="coinrun", help="world name or .safetensors path (default: coinrun)")
     parser.add_argument("--actions", required=True,
                         help="comma-separated action indices, e.g. 0,3,3,7; 3x10 repeats action 3 ten times")
-    parser.add_argument("--out", required=True, type=Path, help="output GIF path")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output path: .gif (animated GIF) or .mp4 (H.264 video; needs PyAV)")
     parser.add_argument("--steps", type=int, default=25, help="MaskGIT steps per frame (default 25)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0; 0 = greedy)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--scale", type=int, default=4, help="integer upscale of the GIF, nearest neighbour (default 4)")
-    parser.add_argument("--fps", type=float, default=10.0, help="GIF frames per second (default 10)")
+    parser.add_argument("--scale", type=int, default=4, help="integer upscale of the output, nearest neighbour (default 4)")
+    parser.add_argument("--fps", type=float, default=10.0, help="frames per second of the output (default 10)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     parser.add_argument("--captions", action="store_true", help="caption each frame with its action and label")
 
@@ -65,10 +66,15 @@ def _check_settings(args: argparse.Namespace) -> None:
         raise BadSettingError(f"--scale {args.scale}: use an integer in 1..32")
     if not math.isfinite(args.fps) or not 0 < args.fps <= 100:
         raise BadSettingError(f"--fps {args.fps}: use a number in (0, 100]")
-    if args.out.suffix.lower() != ".gif":
-        raise BadSettingError(f"--out {args.out}: the rollout is written as an animated GIF; give a path ending in .gif")
+    if args.out.suffix.lower() not in (".gif", ".mp4"):
+        raise BadSettingError(f"--out {args.out}: the rollout is written as an animated GIF or an MP4 video; "
+                              "give a path ending in .gif or .mp4")
     if args.out.is_dir():
-        raise BadSettingError(f"--out {args.out}: is a directory; give a file path ending in .gif")
+        raise BadSettingError(f"--out {args.out}: is a directory; give a file path ending in .gif or .mp4")
+    if args.out.suffix.lower() == ".mp4":
+        from ..video import require_pyav
+
+        require_pyav()  # before the model loads: a one-line message saying how to install PyAV
 
 
 def captions_for(actions: list[int], labels: list[str]) -> list[str]:
@@ -84,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import World
     from ..gif import write_gif
     from ..images import load_image
+    from ..video import write_mp4
 
     actions = parse_actions(args.actions)
     _check_settings(args)
@@ -98,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = load_image(image, world.frame_size)  # (H, W, 3) uint8
     frames = world.rollout(prompt, actions, seed=args.seed)  # (len(actions)+1, H, W, 3)
     captions = captions_for(actions, list(world.labels)) if args.captions else None
-    path = write_gif(args.out, frames, fps=args.fps, scale=args.scale, captions=captions)
+    write = write_mp4 if args.out.suffix.lower() == ".mp4" else write_gif
+    path = write(args.out, frames, fps=args.fps, scale=args.scale, captions=captions)
     print(path)
     return 0

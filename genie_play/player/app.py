@@ -11,65 +11,24 @@ benchmarks/bench_player.py). Tests drive it tick by tick with SDL_VIDEODRIVER=du
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # before pygame is imported: no banner
 import pygame  # noqa: E402
 
-from ..errors import GenieError  # noqa: E402
 from ..labels import ActionLabels  # noqa: E402
 from . import hud  # noqa: E402
 from .explorer import Explorer  # noqa: E402
 from .keymap import canonical_key, control_command  # noqa: E402
+from .options import PlayOptions, open_window  # noqa: E402,F401 -- PlayOptions is part of this module's API
 from .session import (FileWriter, FrameTimer, HeldKeys, PromptList, RateMeter, Recorder, next_steps,  # noqa: E402
                       next_temperature)  # noqa: E402
 from .worker import Result, WorldWorker  # noqa: E402
-
-NO_DISPLAY = ("no display for the player window ({why}): play headless with `genie-play rollout IMAGE "
-              "--actions 0,3,3,7 --out run.gif`, or run the player under an X server (`xvfb-run genie-play ...`)")
-
-
-@dataclass
-class PlayOptions:
-    world_name: str = "world"
-    seed: int = 0
-    steps: int | None = None  # MaskGIT steps (None: the world's default)
-    temperature: float | None = None
-    fps_cap: float | None = None  # most generated frames per second while a key is held
-    scale: int = 8  # initial window scale of the frame
-    smooth: bool = False  # smooth instead of nearest-neighbour upscaling
-    record_dir: Path | None = None  # GIFs and PNGs; None: the user's pictures folder
-    record_fps: float | None = None  # None: the real timing of the frames
-    record_scale: int = 4
-    captions: bool = True  # action labels under the GIF frames
-    explore_frames: int = 4
-    config_dir: Path | None = None  # labels folder root (tests); None: the user config dir
-    max_queued: int = 8  # key presses that may wait while a frame is generated
-    repeat_delay: float = 0.3  # seconds a key is held before it repeats
-    redraw_hz: int = 60
-    busy_hz: float = 4.0  # redraws while a frame is being generated, unless something happens
-    message_seconds: float = 6.0
-
-
-def open_window(size: tuple[int, int], title: str) -> pygame.Surface:
-    """Open the resizable window, or raise a one-line GenieError when there is no display."""
-    if (sys.platform.startswith("linux") and not os.environ.get("SDL_VIDEODRIVER")
-            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
-        raise GenieError(NO_DISPLAY.format(why="DISPLAY is not set"))
-    try:
-        pygame.display.init()
-        pygame.font.init()
-        screen = pygame.display.set_mode(size, pygame.RESIZABLE)
-    except pygame.error as err:
-        raise GenieError(NO_DISPLAY.format(why=str(err).splitlines()[0] if str(err) else "SDL error")) from err
-    pygame.display.set_caption(title)
-    return screen
 
 
 class App:
@@ -106,6 +65,7 @@ class App:
         self.message, self._message_colour, self._message_until = "", hud.TEXT, 0.0
         self.screen: pygame.Surface | None = None
         self._waited: list[pygame.event.Event] = []  # an event that ended a wait, handled next tick
+        self._shift = False  # Shift was held with the key being handled
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> "App":
@@ -205,6 +165,7 @@ class App:
             if not self.explorer.handle_event(event):
                 self._close_explorer()
         elif event.type == pygame.KEYDOWN:
+            self._shift = bool(getattr(event, "mod", 0) & pygame.KMOD_SHIFT)
             self._key_down(canonical_key(pygame.key.name(event.key)), now)
         elif event.type == pygame.KEYUP:
             self.held.release(canonical_key(pygame.key.name(event.key)))
@@ -273,12 +234,20 @@ class App:
         self.hud_visible = not self.hud_visible
 
     def _cmd_record(self) -> None:
+        """G starts a recording in `record_format`, Shift+G in the other format; either key stops it."""
         now = time.monotonic()
-        if not self.recorder.active:
-            self.recorder.start(self.frame, now, "start")
-            self.say("recording: G stops and writes the GIF", hud.REC)
+        if self.recorder.active:
+            self._save_recording(now)
             return
-        self._save_recording(now)
+        chosen = self.options.record_format
+        fmt = ("gif" if chosen == "mp4" else "mp4") if self._shift else chosen
+        if fmt == "mp4" and importlib.util.find_spec("av") is None:
+            from ..video import INSTALL_PYAV
+
+            self.say(INSTALL_PYAV, hud.ERROR)
+            return
+        self.recorder.start(self.frame, now, "start", video_format=fmt)
+        self.say(f"recording {fmt.upper()}: G stops and writes it", hud.REC)
 
     def _cmd_png(self) -> None:
         if self.frame is not None:
@@ -395,7 +364,7 @@ class App:
             self.say("recording stopped: no frames")
             return
         o = self.options
-        self.writer.save_gif(rec, now, o.record_fps, o.record_scale, o.captions)
+        self.writer.save_video(rec, now, o.record_fps, o.record_scale, o.captions, rec.video_format)
 
     # ---- drawing -----------------------------------------------------------------------------------
     def _legend(self) -> list[tuple[str, str]]:
@@ -430,6 +399,7 @@ class App:
             s.shown_fps = self.meter.rate(now)
             s.recording, s.repeat_paused = self.recorder.active, self.held.paused
             s.rec_frames = len(self.recorder.current.frames) if self.recorder.active else 0
+            s.rec_format = self.recorder.current.video_format if self.recorder.active else s.rec_format
             s.preparing, s.prompt = self._surface is None, PromptList.describe(self.prompts.current)
             hud.draw_panel(screen, pygame.Rect(area.right, 0, panel, height), self.font, s, message,
                            self._message_colour)

@@ -41,6 +41,7 @@ class HudState:
     queued: int = 0
     recording: bool = False
     rec_frames: int = 0
+    rec_format: str = "gif"
     repeat_paused: bool = False
     preparing: bool = True
 
@@ -62,7 +63,7 @@ def hud_lines(s: HudState) -> list[tuple[str, tuple[int, int, int]]]:
     lines.append((f"MaskGIT steps {steps} (-/=)  temp {temp} ([/])", TEXT))
     lines.append((f"seed {s.seed}   queued {s.queued}" + ("   repeat PAUSED" if s.repeat_paused else ""), DIM))
     if s.recording:
-        lines.append((f"REC  {s.rec_frames} frames  (G stops)", REC))
+        lines.append((f"REC {s.rec_format.upper()}  {s.rec_frames} frames  (G stops)", REC))
     return lines
 
 
@@ -79,7 +80,8 @@ def rate_line(s: HudState) -> str:
 
 CONTROLS_HELP = [
     "Bksp back  R reset  Space pause repeat",
-    "G record GIF  P save PNG  O next prompt",
+    "G record GIF (Shift+G: MP4)  P save PNG",
+    "O next prompt",
     "L explore actions  H hide HUD  Esc quit",
 ]
 

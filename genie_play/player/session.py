@@ -56,6 +56,7 @@ class HeldKeys:
 class Recording:
     """Frames shown since G was pressed, with the time each appeared and its caption."""
 
+    video_format: str = "gif"  # "gif" | "mp4": what it is saved as
     frames: list[np.ndarray] = field(default_factory=list)  # each (H, W, 3) uint8
     times: list[float] = field(default_factory=list)
     captions: list[str] = field(default_factory=list)
@@ -85,8 +86,8 @@ class Recorder:
     def active(self) -> bool:
         return self.current is not None
 
-    def start(self, frame: np.ndarray | None, now: float, caption: str = "start") -> None:
-        self.current = Recording()
+    def start(self, frame: np.ndarray | None, now: float, caption: str = "start", video_format: str = "gif") -> None:
+        self.current = Recording(video_format=video_format)
         if frame is not None:
             self.current.add(frame, now, caption)
 
@@ -148,17 +149,26 @@ class FileWriter:
         return False, f"{problem}; {what} to {written} instead (choose a folder with --record-dir)"
 
     def save_gif(self, rec: Recording, now: float, fps: float | None, scale: int, captions: bool) -> None:
+        self.save_video(rec, now, fps, scale, captions, "gif")
+
+    def save_video(self, rec: Recording, now: float, fps: float | None, scale: int, captions: bool,
+                   video_format: str = "gif") -> None:
+        """Write a recording as "gif" or "mp4" (H.264 through PyAV) with the frames' real timing
+        (or `fps` when given); same folder, fallback and atomicity for both."""
         frames = rec.array()  # (T, H, W, 3)
         durations = None if fps else rec.durations_ms(now)
         texts = rec.captions if captions else None
+        kind = "MP4" if video_format == "mp4" else "GIF"
 
         def job(folder: Path) -> Path:
-            from ..gif import write_gif
+            if video_format == "mp4":
+                from ..video import write_mp4 as write
+            else:
+                from ..gif import write_gif as write
+            return write(free_path(folder, "genie_play", f".{video_format}"), frames, fps=fps,
+                         durations_ms=durations, scale=scale, captions=texts)
 
-            return write_gif(free_path(folder, "genie_play", ".gif"), frames, fps=fps, durations_ms=durations,
-                             scale=scale, captions=texts)
-
-        self.submit(job, f"saved GIF ({len(frames)} frames)")
+        self.submit(job, f"saved {kind} ({len(frames)} frames)")
 
     def save_png(self, frame: np.ndarray, scale: int) -> None:
         def job(folder: Path) -> Path:
