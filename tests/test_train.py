@@ -2,6 +2,7 @@
 export writes a playable bundle, and eval prints every metric beside the copy baseline."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -172,3 +173,21 @@ def test_a_deeper_decoder_starts_as_the_old_one_and_exports(sprite_data, tmp_pat
     assert torch.equal(new.tokenizer.encode(clip), tokens)
     old_dyn = old.dynamics.state_dict()
     assert all(torch.equal(v, old_dyn[k]) for k, v in new.dynamics.state_dict().items())  # same dynamics
+
+
+def test_dynamics_warm_start_keeps_the_frozen_tokenizer_intact(sprite_data, tmp_path):
+    """`train dynamics --tokenizer B --init B`: the tokenizer is loaded from B on its own, the
+    LAM and dynamics from B by the warm start, and no tokenizer block is mistaken for a new one
+    (its residual projections zeroed), so the dynamics trains on B's real tokens."""
+    from genie_play.train.cli import _init_from_bundle
+    from genie_play.train.stage_dynamics import DynamicsTrainer
+
+    _, bundle = _tiny_world_from_runs(sprite_data, tmp_path, 3, "--fp32")
+    world = World.load(bundle, device="cpu", precision="fp32")
+    trainer = DynamicsTrainer(world.config, copy.deepcopy(world.tokenizer))
+    _init_from_bundle(trainer, bundle, ("lam.", "dynamics."))
+    for k, v in world.tokenizer.state_dict().items():
+        assert torch.equal(trainer.tokenizer.state_dict()[k], v), k
+    assert any(v.abs().sum() > 0 for k, v in trainer.tokenizer.state_dict().items() if k.endswith("spatial.out.weight"))
+    for k, v in world.dynamics.state_dict().items():
+        assert torch.equal(trainer.dynamics.state_dict()[k], v), k

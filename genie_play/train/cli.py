@@ -86,20 +86,23 @@ def _init_from_bundle(module: torch.nn.Module, path: Path, prefixes: tuple[str, 
     if not loaded:
         raise BadSettingError(f"{path}: no tensors match this model's {'/'.join(prefixes)} parts; check the preset")
     module.load_state_dict(loaded, strict=False)
-    fresh = _start_new_blocks_as_identity(module, set(loaded))
+    fresh = _start_new_blocks_as_identity(module, set(loaded), prefixes)
     print(f"warm start: {len(loaded)} tensors from {path}" + (f"; {fresh} new blocks start as identity" if fresh else ""))
 
 
-def _start_new_blocks_as_identity(module: torch.nn.Module, loaded: set[str]) -> int:
-    """Blocks the bundle has no weights for (a deeper model than the one warm-started from, e.g.
-    `model.tokenizer.decoder.depth=6` on a 4-layer decoder) get zeroed residual output projections:
-    each starts as the identity, so step 0 computes exactly what the warm-start world did and the new
-    layers only add what training finds useful."""
+def _start_new_blocks_as_identity(module: torch.nn.Module, loaded: set[str], prefixes: tuple[str, ...]) -> int:
+    """Blocks of the warm-started parts (`prefixes`) that the bundle has no weights for (a deeper
+    model than the one warm-started from, e.g. `model.tokenizer.decoder.depth=6` on a 4-layer
+    decoder) get zeroed residual output projections: each starts as the identity, so step 0
+    computes exactly what the warm-start world did and the new layers only add what training finds
+    useful. Blocks outside `prefixes` (a frozen tokenizer loaded on its own) are never touched."""
     from ..models.st_block import STBlock
 
     fresh = 0
     for name, block in module.named_modules():
-        if isinstance(block, STBlock) and not any(f"{name}.{k}" in loaded for k in block.state_dict()):
+        if not f"{name}.".startswith(prefixes) or not isinstance(block, STBlock):
+            continue
+        if not any(f"{name}.{k}" in loaded for k in block.state_dict()):
             for linear in (block.spatial.out, block.temporal.out, block.ffn[2]):
                 torch.nn.init.zeros_(linear.weight)
                 if linear.bias is not None:

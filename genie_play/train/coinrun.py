@@ -1,8 +1,9 @@
-"""Procgen CoinRun episodes with a uniform random policy, as in the Genie paper's case study.
+"""Procgen CoinRun episodes, played by one of the policies of `coinrun_policy.py`.
 
-Many environments run side by side (procgen renders ~16k frames/s with 16 of them on this class
-of CPU). Each frame a fresh action is drawn uniformly from the 15 procgen actions (no repeats), so
-the latent action model sees every action often. Levels are drawn by procgen from [start, stop):
+Many environments run side by side (procgen renders thousands of frames a second). The policy
+("held" by default: one of six distinct actions held for several frames; "random": the Genie
+paper's uniform random action every frame) is applied to all of them at once and the procgen
+action taken after each frame is stored with it. Levels are drawn by procgen from [start, stop):
 disjoint ranges give the train and held-out splits. Episodes are cut after `max_episode_frames`
 frames and the rest of that episode is skipped, because a random agent often wanders one level for
 its whole 1,000-step limit; shorter episodes mean more levels per frame of data. The first frame of
@@ -21,8 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GenieError
-
-NUM_PROCGEN_ACTIONS = 15
+from .coinrun_policy import make_policy
 
 
 def import_procgen():  # -> the ProcgenGym3Env class
@@ -61,17 +61,18 @@ def ranges_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 def generate_episodes(levels: tuple[int, int], num_frames: int, seed: int = 0, mode: str = "hard",
                       max_episode_frames: int = 500, min_episode_frames: int = 16,
-                      num_envs: int = 16) -> Iterator[Episode]:
+                      num_envs: int = 16, policy: str = "random",
+                      hold: tuple[int, int] | None = None) -> Iterator[Episode]:
     """Yield complete (or capped) episodes until at least `num_frames` frames have been yielded.
 
-    Deterministic in (levels, num_frames, seed, mode, max/min_episode_frames, num_envs). Episodes
+    Deterministic in all its arguments. `policy` and `hold` are `coinrun_policy.make_policy`'s. Episodes
     still running when the target is reached are dropped, as are episodes shorter than
     `min_episode_frames` (too short for a training clip).
     """
     env_class = import_procgen()
     env = env_class(num=num_envs, env_name="coinrun", distribution_mode=mode, start_level=levels[0],
                     num_levels=levels[1] - levels[0], rand_seed=int(seed))
-    rng = np.random.default_rng([int(seed), 0xC011])  # the policy's RNG, separate from procgen's levels
+    actor = make_policy(policy, num_envs, seed, hold)  # its own RNG, separate from procgen's levels
     frames: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
     actions: list[list[int]] = [[] for _ in range(num_envs)]
     level = [0] * num_envs
@@ -91,7 +92,7 @@ def generate_episodes(levels: tuple[int, int], num_frames: int, seed: int = 0, m
         _, obs, first = env.observe()
         rgb = obs["rgb"]  # (num_envs, 64, 64, 3) uint8
         info = env.get_info()
-        act = rng.integers(0, NUM_PROCGEN_ACTIONS, size=num_envs)
+        act = actor.act(first)
         for e in range(num_envs):
             if first[e]:
                 if not capped[e] and frames[e]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import BadDataError, GenieError
+from .coinrun_policy import POLICIES
 from .data import DEFAULT_SHARD_BYTES, DatasetWriter, open_dataset
 
 COINRUN_PACKAGES = ["procgen-mirror", "gym3", "gym==0.26.2", "gym-notices", "cffi", "pycparser", "cloudpickle",
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--overwrite", action="store_true", help="replace the dataset in --out instead of appending")
         p.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_BYTES // 2**20, help="shard size in MB (default 256)")
 
-    c = sub.add_parser("coinrun", help="generate procgen CoinRun episodes with a random policy")
+    c = sub.add_parser("coinrun", help="generate procgen CoinRun episodes (actions held for several frames)")
     common(c)
     c.add_argument("--levels", default="0:10000", help="level range START:STOP (half-open) of --split (default 0:10000)")
     c.add_argument("--frames", type=int, default=100_000, help="frames to generate for --split (default 100000)")
@@ -47,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--max-episode-frames", type=int, default=500, help="cut episodes after this many frames (default 500)")
     c.add_argument("--min-episode-frames", type=int, default=16, help="drop shorter episodes (default 16)")
     c.add_argument("--envs", type=int, default=16, help="environments run side by side (default 16; part of the seed)")
+    c.add_argument("--policy", choices=POLICIES, default="held",
+                   help="held (default): one of idle/left/right/jump/jump left/jump right held for --hold frames; "
+                        "random: a uniform random procgen action every frame (the Genie paper's data)")
+    c.add_argument("--hold", default="4:12", help="held policy: frames an action is held, MIN:MAX (default 4:12)")
 
     i = sub.add_parser("import", help="import videos, animated GIFs/WebPs and folders of numbered images")
     i.add_argument("paths", nargs="+", type=Path, help="files or folders (folders are searched)")
@@ -81,6 +86,7 @@ def run_coinrun(args: argparse.Namespace) -> int:
                              f"choose disjoint ranges, e.g. --levels 0:10000 --heldout-levels 10000:10500")
     if args.max_episode_frames < 2 or min(f for _, _, f in jobs) < 1:
         raise GenieError("--frames, --heldout-frames must be >= 1 and --max-episode-frames >= 2")
+    hold = _parse_hold(args.hold)
     import_procgen()  # fail before creating any folder when procgen is missing
     with DatasetWriter(args.out, (64, 64), shard_bytes=args.shard_mb * 2**20, overwrite=args.overwrite) as writer:
         for split, levels, _ in jobs:
@@ -89,21 +95,40 @@ def run_coinrun(args: argparse.Namespace) -> int:
                 if ranges_overlap(levels, (r[0], r[1])):
                     raise GenieError(f"{args.out}: {split} levels {levels[0]}:{levels[1]} overlap its {other} levels "
                                      f"{r[0]}:{r[1]}; choose disjoint ranges or use --overwrite")
-            source = f"coinrun/{args.mode}/seed={args.seed}/levels={levels[0]}:{levels[1]}"
+            source = _coinrun_source(args, levels, hold)
             if source in writer.sources():
                 raise GenieError(f"{args.out}: already holds {source}; use another --seed or --overwrite")
         for split, levels, num_frames in jobs:
             writer.add_level_range(split, *levels)
-            source = f"coinrun/{args.mode}/seed={args.seed}/levels={levels[0]}:{levels[1]}"
+            source = _coinrun_source(args, levels, hold)
             bar = tqdm(total=num_frames, desc=f"coinrun {split} {levels[0]}:{levels[1]}", unit="frame", unit_scale=True)
             for ep in generate_episodes(levels, num_frames, seed=args.seed, mode=args.mode,
                                         max_episode_frames=args.max_episode_frames,
-                                        min_episode_frames=args.min_episode_frames, num_envs=args.envs):
+                                        min_episode_frames=args.min_episode_frames, num_envs=args.envs,
+                                        policy=args.policy, hold=hold):
                 writer.append_episode(ep.frames, ep.actions, split=split, source=source, level=ep.level)
                 bar.update(len(ep.frames))
             bar.close()
     print_info(args.out)
     return 0
+
+
+def _parse_hold(text: str) -> tuple[int, int]:
+    a, _, b = text.partition(":")
+    try:
+        lo, hi = int(a), int(b or a)
+    except ValueError:
+        raise GenieError(f"bad --hold {text!r}; write MIN:MAX frames, e.g. --hold 4:12") from None
+    if not 1 <= lo <= hi:
+        raise GenieError(f"bad --hold {text!r}: need 1 <= MIN <= MAX, e.g. --hold 4:12")
+    return lo, hi
+
+
+def _coinrun_source(args: argparse.Namespace, levels: tuple[int, int], hold: tuple[int, int]) -> str:
+    """The dataset's name for one generated level range; the policy is part of it (the random
+    policy's name is the one v0.1-v0.4's datasets carry)."""
+    source = f"coinrun/{args.mode}/seed={args.seed}/levels={levels[0]}:{levels[1]}"
+    return source if args.policy == "random" else source + f"/policy={args.policy}:{hold[0]}-{hold[1]}"
 
 
 def run_import(args: argparse.Namespace) -> int:
