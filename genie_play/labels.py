@@ -130,7 +130,11 @@ class ActionLabels:
             return table
         try:
             labels, keys, _ = _parse_overrides(json.loads(text), table.num_actions, str(table.path))
+            keys, dropped = _without_player_controls(keys)
             table._apply(labels, keys)
+            if dropped:  # a key a newer player reserved (E: sketch mode): the rest of the file still applies
+                table.notice = (f"key {', '.join(dropped)} is now a player control (E: sketch mode) and no longer "
+                                "plays an action; your other labels and keys are kept")
         except (ValueError, GenieError) as err:  # json.JSONDecodeError is a ValueError
             table.user_labels, table.user_keys = {}, {}
             backup = table._move_aside()
@@ -280,6 +284,24 @@ class ActionLabels:
         if world_id and world_id.lower() != self.world_id:
             return f"note: {path.name} was exported from another world ({world_id[:12]}...); imported anyway"
         return None
+
+
+# Keys that became player controls after files of this format were first written (E: sketch mode,
+# issue 19). A file binding one is not broken: the key is dropped, the rest of the file applies.
+NEWLY_RESERVED_KEYS = frozenset(["e"])
+
+
+def _without_player_controls(keys: dict[int, list[str]]) -> tuple[dict[int, list[str]], list[str]]:
+    """Stored key lists without the NEWLY_RESERVED_KEYS (saved by an older version); an action left
+    with no key drops its override (its default keys apply). -> (keys, dropped key names)."""
+    kept: dict[int, list[str]] = {}
+    dropped: list[str] = []
+    for action, names in keys.items():
+        dropped += [key_display(k) for k in names if k in NEWLY_RESERVED_KEYS]
+        rest = [k for k in names if k not in NEWLY_RESERVED_KEYS]
+        if rest or len(rest) == len(names):  # an empty list stays (and is refused as before)
+            kept[action] = rest
+    return kept, list(dict.fromkeys(dropped))
 
 
 def _first_line(err: BaseException) -> str:

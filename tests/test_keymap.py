@@ -47,8 +47,11 @@ def test_unclaimed_directions_prefer_unlabelled_then_labelled_then_resting_actio
 
 
 def test_labels_that_say_nothing_keep_the_positional_arrows():
-    assert default_key_bindings(8, [""] * 8)[:4] == [["1", "left", "a"], ["2", "right", "d"], ["3", "up", "w"],
-                                                    ["4", "down", "s"]]
+    keys = default_key_bindings(8, [""] * 8)
+    assert keys[:4] == [["1", "left", "a", "pad:dpad_left", "pad:lstick_left"],
+                        ["2", "right", "d", "pad:dpad_right", "pad:lstick_right"],
+                        ["3", "up", "w", "pad:dpad_up", "pad:lstick_up", "pad:south"],
+                        ["4", "down", "s", "pad:dpad_down", "pad:lstick_down"]]
 
 
 def test_legend_can_show_every_key():

@@ -26,8 +26,8 @@ def test_default_keys_follow_direction_labels_and_digits():
     keys = default_key_bindings(8, DEFAULTS)
     assert [k[0] for k in keys] == ["1", "2", "3", "4", "5", "6", "7", "8"]
     assert "right" in keys[0] and "up" in keys[1] and "left" in keys[2]
-    assert default_key_bindings(8, [""] * 8)[:4] == [["1", "left", "a"], ["2", "right", "d"], ["3", "up", "w"],
-                                                    ["4", "down", "s"]]
+    keyboard = [[k for k in keys if not k.startswith("pad:")] for keys in default_key_bindings(8, [""] * 8)]
+    assert keyboard[:4] == [["1", "left", "a"], ["2", "right", "d"], ["3", "up", "w"], ["4", "down", "s"]]
     check_bindings(keys, 8)
     km = KeyMap(keys)
     assert km.action_for("Right") == 0 and km.action_for("3") == 2 and km.action_for("q") is None

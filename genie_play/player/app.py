@@ -11,11 +11,9 @@ benchmarks/bench_player.py). Tests drive it tick by tick with SDL_VIDEODRIVER=du
 from __future__ import annotations
 
 import collections
-import importlib.util
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # before pygame is imported: no banner
@@ -23,15 +21,21 @@ import pygame  # noqa: E402
 
 from ..labels import ActionLabels  # noqa: E402
 from . import hud  # noqa: E402
+from .canvas import ColourCounter  # noqa: E402
+from .controls import Controls  # noqa: E402
 from .explorer import Explorer  # noqa: E402
+from .gamepad import Gamepads  # noqa: E402
 from .keymap import canonical_key, control_command  # noqa: E402
 from .options import PlayOptions, open_window  # noqa: E402,F401 -- PlayOptions is part of this module's API
-from .session import (FileWriter, FrameTimer, HeldKeys, PromptList, RateMeter, Recorder, next_steps,  # noqa: E402
-                      next_temperature)  # noqa: E402
+from .session import FileWriter, FrameTimer, HeldKeys, PromptList, RateMeter, Recorder  # noqa: E402
+from .sketch import SketchView  # noqa: E402
 from .worker import Result, WorldWorker  # noqa: E402
 
+_PAD_ARROWS = {f"pad:{part}_{d}": d for part in ("dpad", "lstick") for d in ("left", "right", "up", "down")}
+_PAD_ARROWS["pad:south"] = "up"  # the south button jumps
 
-class App:
+
+class App(Controls):
     def __init__(self, world_factory: Callable[[], Any], prompts: Sequence[Any] = (),
                  options: PlayOptions | None = None):
         self.options = options or PlayOptions()
@@ -52,6 +56,10 @@ class App:
         self.frame = None  # (H, W, 3) uint8 shown now
         self._surface: pygame.Surface | None = None
         self.explorer: Explorer | None = None
+        self.sketch: SketchView | None = None  # sketch mode (E), while open
+        self.colours = ColourCounter()  # colours of the frames the world decoded: the sketch palette
+        self._drawings = 0
+        self.pads = Gamepads()
         self._explore_seed = self.options.seed
         self.hud_visible = True
         self.running = False
@@ -74,6 +82,7 @@ class App:
         self.font = pygame.font.Font(None, 20)
         self.big_font = pygame.font.Font(None, 30)
         self.clock = pygame.time.Clock()
+        self.pads.start()
         self.worker.start()
         self._reset(self.prompts.current)
         self.running = True
@@ -132,7 +141,7 @@ class App:
     def _pace(self) -> None:
         """Wait before the next tick: 1/redraw_hz while the world is idle (or the explorer animates),
         else until an event or a result arrives, at most 1/busy_hz."""
-        if self.explorer is not None or self.worker.idle:
+        if self.explorer is not None or self.sketch is not None or self.worker.idle:
             self.clock.tick(self.options.redraw_hz)
             return
         event = pygame.event.wait(max(1, int(1000 / self.options.busy_hz)))
@@ -157,10 +166,20 @@ class App:
     def _on_event(self, event: pygame.event.Event, now: float) -> None:
         if event.type == pygame.QUIT:
             self.running = False
+        elif self.sketch is not None:  # every key and click belongs to the canvas
+            if event.type == pygame.DROPFILE:
+                self._close_sketch("leave")
+                self._reset(event.file, dropped=True)
+            elif self.pads.handle(event) is None:
+                outcome = self.sketch.handle_event(event)
+                if outcome is not None:
+                    self._close_sketch(outcome)
         elif event.type == pygame.DROPFILE:
             if self.explorer is not None:
                 self._close_explorer()
             self._reset(event.file, dropped=True)
+        elif (changes := self.pads.handle(event)) is not None:
+            self._on_pad(changes, now)
         elif self.explorer is not None:
             if not self.explorer.handle_event(event):
                 self._close_explorer()
@@ -170,10 +189,27 @@ class App:
         elif event.type == pygame.KEYUP:
             self.held.release(canonical_key(pygame.key.name(event.key)))
 
+    def _on_pad(self, changes: list[tuple[str, bool]], now: float) -> None:
+        """Gamepad input changes, played like keys; hot-plug news shown on screen."""
+        for text in self.pads.messages:
+            self.say(text, hud.ERROR if "could not" in text else hud.OK)
+        self.pads.messages.clear()
+        for name, pressed in changes:
+            if not pressed:
+                self.held.release(name)
+            elif self.explorer is not None:  # in the explorer only its own button (RB) counts: it closes it
+                if control_command(name) == "explorer":
+                    self._close_explorer()
+            else:
+                self._shift = False
+                self._key_down(name, now)
+
     def _action_for(self, key: str) -> int | None:
         action = self.keymap.action_for(key)
         if action is None and len(key) == 3 and key[0] == "[" and key[1].isdigit():
             action = self.keymap.action_for(key[1])  # keypad digits play like the digit row
+        if action is None and key in _PAD_ARROWS:  # an unbound D-pad / stick direction plays its arrow
+            action = self.keymap.action_for(_PAD_ARROWS[key])
         return action
 
     def _key_down(self, key: str, now: float) -> None:
@@ -201,7 +237,8 @@ class App:
         # A held key keeps one step queued behind the one being generated, so the world never waits
         # for the UI to wake, draw and ask again (that gap cost ~20% of the frame rate at 30 frames/s);
         # releasing the key then lets at most that one more frame through.
-        if self.keymap is None or self.frame is None or self.explorer is not None or self.worker.pending_steps:
+        if (self.keymap is None or self.frame is None or self.explorer is not None or self.sketch is not None
+                or self.worker.pending_steps):
             return
         action = self.held.repeat_action(now)
         if action is None:
@@ -210,88 +247,6 @@ class App:
             return
         self._last_repeat = now
         self.worker.submit_step(action)
-
-    # ---- control keys (named after keymap.CONTROL_KEYS) --------------------------------------------
-    def _cmd_quit(self) -> None:
-        self.running = False
-
-    def _cmd_rewind(self) -> None:
-        self.worker.rewind()
-
-    def _cmd_reset(self) -> None:
-        self._reset(self.prompts.current)
-
-    def _cmd_next_prompt(self) -> None:
-        if len(self.prompts.items) < 2:
-            self.say("no other prompt: give images on the command line or drop one onto the window")
-        self._reset(self.prompts.next())
-
-    def _cmd_pause(self) -> None:
-        paused = self.held.toggle_pause()
-        self.say("held-key repeat paused (Space resumes)" if paused else "held-key repeat on")
-
-    def _cmd_hud(self) -> None:
-        self.hud_visible = not self.hud_visible
-
-    def _cmd_record(self) -> None:
-        """G starts a recording in `record_format`, Shift+G in the other format; either key stops it."""
-        now = time.monotonic()
-        if self.recorder.active:
-            self._save_recording(now)
-            return
-        chosen = self.options.record_format
-        fmt = ("gif" if chosen == "mp4" else "mp4") if self._shift else chosen
-        if fmt == "mp4" and importlib.util.find_spec("av") is None:
-            from ..video import INSTALL_PYAV
-
-            self.say(INSTALL_PYAV, hud.ERROR)
-            return
-        self.recorder.start(self.frame, now, "start", video_format=fmt)
-        self.say(f"recording {fmt.upper()}: G stops and writes it", hud.REC)
-
-    def _cmd_png(self) -> None:
-        if self.frame is not None:
-            self.writer.save_png(self.frame, self.options.record_scale)
-
-    def _change_sampling(self, steps: int | None = None, temperature: float | None = None) -> None:
-        if self.info is not None:  # the worker answers with a "sampling" result (or an error)
-            self.worker.set_sampling(steps=steps, temperature=temperature)
-
-    def _cmd_fewer_steps(self) -> None:
-        self._change_sampling(steps=next_steps(self.state.steps or 25, up=False))
-
-    def _cmd_more_steps(self) -> None:
-        self._change_sampling(steps=next_steps(self.state.steps or 25, up=True))
-
-    def _cmd_cooler(self) -> None:
-        self._change_sampling(temperature=next_temperature(self.state.temperature or 1.0, up=False))
-
-    def _cmd_hotter(self) -> None:
-        self._change_sampling(temperature=next_temperature(self.state.temperature or 1.0, up=True))
-
-    def _cmd_explorer(self) -> None:
-        if self.table is None or self.frame is None:
-            self.say("the explorer opens once the first frame is ready")
-            return
-        self.held.clear()  # queued steps still run first: the explorer starts from the state after them
-        self.explorer = Explorer(self.table, self.worker.explore, self.options.explore_frames, self._explore_seed)
-
-    def _close_explorer(self) -> None:
-        if self.explorer.changed:
-            self.keymap = self.table.keymap()
-        self._explore_seed = self.explorer.seed
-        self.options.explore_frames = self.explorer.num_frames
-        self.explorer = None
-
-    def _reset(self, prompt: Any, dropped: bool = False) -> None:
-        if not dropped:  # R / O: queued steps would be thrown away by the reset anyway; say so
-            dropped_steps = self.worker.clear_pending_steps()
-            if dropped_steps:
-                self.say(f"reset: {dropped_steps} queued action(s) skipped")
-        self._resets_pending += 1
-        self.worker.reset(prompt)
-        if dropped:  # a drop may fail (not an image): queued steps keep their place before it
-            self.say(f"loading {PromptList.describe(prompt)} ...")
 
     # ---- results -----------------------------------------------------------------------------------
     def _on_result(self, r: Result, now: float) -> None:
@@ -341,6 +296,8 @@ class App:
         self.frame, self._surface = r.frame, hud.array_to_surface(r.frame)
         self.state.step, self.state.last_action, self.state.timings = r.step, r.action, r.timings
         self.state.last_label = self.table.label(r.action) if (r.action is not None and self.table) else ""
+        if r.cause in ("step", "reset"):
+            self.colours.add(r.frame)
         if r.cause == "step":
             self.meter.tick(now)
             self.frame_timer.add(r.timings.get("frame", 0.0))
@@ -350,32 +307,21 @@ class App:
         if self.recorder.active and not self.recorder.add(r.frame, now, self._caption(r)):
             self._save_recording(now)
 
-    # ---- files -------------------------------------------------------------------------------------
-    def _output_dir(self) -> Path:
-        if self.options.record_dir is not None:
-            return Path(self.options.record_dir)
-        from ..paths import user_pictures_dir
-
-        return user_pictures_dir()
-
-    def _save_recording(self, now: float) -> None:
-        rec = self.recorder.stop()
-        if rec is None:
-            self.say("recording stopped: no frames")
-            return
-        o = self.options
-        self.writer.save_video(rec, now, o.record_fps, o.record_scale, o.captions, rec.video_format)
-
     # ---- drawing -----------------------------------------------------------------------------------
     def _legend(self) -> list[tuple[str, str]]:
         if self.table is None:
             return []
-        return [(self.keymap.describe(a, limit=None), self.table.display_label(a)) for a in range(self.table.num_actions)]
+        pad = self.pads.connected  # pad buttons only when a pad is plugged in
+        return [(self.keymap.describe(a, limit=None, pad=pad), self.table.display_label(a))
+                for a in range(self.table.num_actions)]
 
     def _draw(self, now: float) -> None:
         screen = self.screen = pygame.display.get_surface()
         screen.fill(hud.BG)
         width, height = screen.get_size()
+        if self.sketch is not None:
+            self.sketch.draw(screen, screen.get_rect(), self.font, self.options.smooth)
+            return
         if self.explorer is not None:
             self.explorer.draw(screen, screen.get_rect(), self.font, now, self.options.smooth)
             return

@@ -27,15 +27,43 @@ CONTROL_KEYS: dict[str, str] = {
     "=": "more_steps",
     "[": "cooler",
     "]": "hotter",
+    "e": "sketch",
+    # gamepad buttons that are player controls (names: see PAD_INPUTS)
+    "pad:start": "pause",
+    "pad:back": "reset",
+    "pad:lb": "rewind",
+    "pad:rb": "explorer",
 }
 RESERVED_KEYS = frozenset(CONTROL_KEYS)
+
+# Gamepad inputs, named after SDL's game-controller layout (south = A on an Xbox pad, cross on a
+# PlayStation pad). A stick direction or a trigger is an input of its own, pressed past half way.
+_PAD_DIRECTIONS = ("left", "right", "up", "down")
+PAD_INPUTS = frozenset(
+    ["pad:south", "pad:east", "pad:west", "pad:north", "pad:start", "pad:back", "pad:guide", "pad:lb", "pad:rb",
+     "pad:lt", "pad:rt", "pad:lstick_click", "pad:rstick_click"]
+    + [f"pad:{part}_{d}" for part in ("dpad", "lstick", "rstick") for d in _PAD_DIRECTIONS]
+    + [f"pad:axis{n}" for n in range(2, 16)]  # extra axes of pads SDL has no mapping for (positive side)
+)
+PAD_ALIASES: dict[str, str] = {
+    "a": "south", "b": "east", "x": "west", "y": "north", "cross": "south", "circle": "east", "square": "west",
+    "triangle": "north", "select": "back", "share": "back", "options": "start", "menu": "start", "home": "guide",
+    "l1": "lb", "r1": "rb", "l2": "lt", "r2": "rt", "leftshoulder": "lb", "rightshoulder": "rb",
+    "lefttrigger": "lt", "righttrigger": "rt", "l3": "lstick_click", "r3": "rstick_click",
+    **{d: f"dpad_{d}" for d in _PAD_DIRECTIONS},
+    **{f"{d}stick_{x}": f"{d}stick_{x}" for d in "lr" for x in _PAD_DIRECTIONS},
+    **{f"{'left' if d == 'l' else 'right'}_stick_{x}": f"{d}stick_{x}" for d in "lr" for x in _PAD_DIRECTIONS},
+}
+_PAD_DISPLAY = {"south": "Pad A", "east": "Pad B", "west": "Pad X", "north": "Pad Y", "lb": "LB", "rb": "RB",
+                "lt": "LT", "rt": "RT", "start": "Start", "back": "Back", "guide": "Guide",
+                "lstick_click": "L3", "rstick_click": "R3"}
 
 # Named (non-character) keys a user may bind, as pygame names them.
 NAMED_KEYS = frozenset(
     ["left", "right", "up", "down", "return", "tab", "delete", "insert", "home", "end", "page up", "page down"]
     + [f"f{i}" for i in range(1, 13)]
     + [f"[{c}]" for c in "0123456789+-*/."]
-) | RESERVED_KEYS
+) | RESERVED_KEYS | PAD_INPUTS
 
 # What people type -> the pygame name. Keypad Enter ("enter") and Return act as one key.
 KEY_ALIASES: dict[str, str] = {
@@ -68,6 +96,9 @@ _RESTING_WORDS = frozenset(["idle", "stay", "noop", "no-op", "none", "nothing", 
 def canonical_key(name: str) -> str:
     """A key name in pygame's spelling, lower case; aliases resolved. Does not validate."""
     text = str(name).strip()
+    if text[:4].lower() == "pad:":
+        part = "_".join(text[4:].lower().replace("-", " ").replace("_", " ").split())
+        return "pad:" + PAD_ALIASES.get(part, part)
     if len(text) == 1:
         return text.lower()
     text = " ".join(text.lower().replace("_", " ").split())
@@ -83,7 +114,8 @@ def parse_key(name: str) -> str:
         return key
     raise BadSettingError(
         f"unknown key {name!r}: use a letter, digit or punctuation key, or one of "
-        "left/right/up/down/return/tab/f1-f12/[0]-[9] (keypad)"
+        "left/right/up/down/return/tab/f1-f12/[0]-[9] (keypad), or a gamepad input such as pad:south, "
+        "pad:dpad_right, pad:lstick_left, pad:lt"
     )
 
 
@@ -91,6 +123,13 @@ def key_display(key: str) -> str:
     """Short text of a key for the legend ("1", "Left", "Space", "KP1")."""
     if len(key) == 1:
         return key.upper()
+    if key.startswith("pad:"):
+        part = key[4:]
+        if part in _PAD_DISPLAY:
+            return _PAD_DISPLAY[part]
+        stick, _, direction = part.partition("_")
+        short = {"dpad": "D", "lstick": "LS", "rstick": "RS"}.get(stick)
+        return f"{short}-{direction.title()}" if short and direction else part.replace("axis", "Axis ")
     if key.startswith("[") and key.endswith("]") and len(key) == 3:
         return "KP" + key[1]
     return key.title()
@@ -157,12 +196,15 @@ def default_key_bindings(num_actions: int, default_labels: Sequence[str] = ()) -
     """The keys each action has until the user binds their own.
 
     Digits 1-9, 0 for the first ten actions; the arrows and WASD as `direction_actions` decides (so
-    with labels "jump right" and "right", Right plays "right"); F1-F12 beyond ten actions.
+    with labels "jump right" and "right", Right plays "right"), and with them a gamepad's D-pad and
+    left stick (its south button jumps: it plays Up); F1-F12 beyond ten actions.
     """
     bindings = [[str((i + 1) % 10)] if i < 10 else [] for i in range(num_actions)]
     for direction, action in direction_actions(num_actions, default_labels).items():
         arrow, wasd = direction, _DIRECTION_KEYS[direction][1][0]
         bindings[action] += [arrow, wasd]
+    for direction, action in direction_actions(num_actions, default_labels).items():  # then the pad's
+        bindings[action] += [f"pad:dpad_{direction}", f"pad:lstick_{direction}"] + (["pad:south"] if direction == "up" else [])
     for i, keys in enumerate(bindings):  # more than ten actions: a fallback so all stay reachable
         if not keys:
             bindings[i] = [f"f{i - 9}"] if i - 9 <= 12 else []
@@ -209,9 +251,11 @@ class KeyMap:
     def keys_for(self, action: int) -> tuple[str, ...]:
         return self.bindings[action]
 
-    def describe(self, action: int, limit: int | None = 3) -> str:
-        """Keys of an action as legend text, e.g. "1/Left/A" (all of them when limit is None)."""
-        return "/".join(key_display(k) for k in self.bindings[action][:limit])
+    def describe(self, action: int, limit: int | None = 3, pad: bool = True) -> str:
+        """Keys of an action as legend text, e.g. "1/Left/A" (all of them when limit is None;
+        without gamepad inputs when pad is False)."""
+        keys = [k for k in self.bindings[action] if pad or not k.startswith("pad:")]
+        return "/".join(key_display(k) for k in keys[:limit])
 
     def as_lists(self) -> list[list[str]]:
         return [list(keys) for keys in self.bindings]

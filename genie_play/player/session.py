@@ -215,6 +215,8 @@ class PromptList:
             return "grey frame"
         if isinstance(prompt, (str, os.PathLike)):
             return Path(prompt).name
+        if hasattr(prompt, "pixels"):  # a sketch played from sketch mode
+            return str(prompt)
         return "image"
 
 

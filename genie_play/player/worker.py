@@ -135,7 +135,8 @@ class WorldWorker:
             return True
 
     def reset(self, image: Any) -> None:
-        """New prompt: a path, PIL image, (H, W, 3) uint8 array, or None for a grey frame."""
+        """New prompt: a path, PIL image, (H, W, 3) uint8 array, an object with such an array as
+        `.pixels` (a sketch), or None for a grey frame."""
         self._put(_Command("reset", image=image))
 
     def rewind(self) -> None:
@@ -238,7 +239,7 @@ class WorldWorker:
             result.timings["frame"] = frame_ms  # wall time of the whole step (the HUD's world rate)
             self._emit(result)
         elif cmd.kind == "reset":
-            image = cmd.image
+            image = getattr(cmd.image, "pixels", cmd.image)  # a sketch (player.controls.Drawing) plays its pixels
             if image is None:  # no prompt anywhere: start from a plain grey frame
                 h, w_ = w.frame_size
                 image = np.full((h, w_, 3), 128, np.uint8)
