@@ -1,0 +1,349 @@
+"""The controllability report (issue 17): does the world's latent action do what a CoinRun key does?
+
+Protocol (`genie-play eval WORLD --control --data D`):
+
+- states: procgen CoinRun on held-out levels. Each environment plays a random-length prefix with the
+  held policy (`coinrun_policy.HeldPolicy`), then holds idle for `settle` frames so the agent stands
+  still, and its state is saved (`get_state`). From the state, each of the six `ACTION_CLASSES` is
+  held for `horizon` frames (`set_state` first): its real future. The prompt is the frame at the
+  saved state. A state is skipped when its episode ends during the prefix, the settling or any future
+  (gym3 `first` flag), or when two classes' real futures are pixel-identical (no world could tell
+  them apart); skips are counted. After a state is saved its environment plays on (held policy)
+  until its episode ends, so every state comes from another episode.
+- rollouts: from each prompt, every latent action held for `horizon` frames, all with the same seed
+  (common random numbers; seed = `seed` * 1_000_003 + clip index).
+- metrics (`control_metrics`, a pure function of arrays): clips are split into even and odd
+  indices. A map class -> latent is fitted on one half (for each class, the latent whose rollouts
+  have the lowest mean MSE to that class's real futures) and scored on the other: for clip i and
+  class c, the rollout under map[c] is correct when c's real future is strictly the closest to it
+  (MSE over the horizon) among the six classes' real futures of clip i; a tie counts as wrong, so a
+  world that ignores its actions scores at most chance (1/6). `control_accuracy` is 2-fold: every
+  clip scored once, with the map fitted on the other half. `label_accuracy` scores the world's own
+  labels as the map (a class maps to the first latent whose label equals its name, case-insensitive
+  and stripped; a class no label names is wrong on every clip). `class_to_latent`, the distinct
+  count and `suggested_labels` use the map fitted on all clips; the mapped-rollout PSNR uses the
+  cross-fitted maps, beside the copy baseline (the prompt repeated).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from ..errors import BadDataError, BadSettingError, GenieError, OutputError, one_line_reason
+from .coinrun_policy import ACTION_CLASSES, CLASS_TO_PROCGEN, HeldPolicy
+from .evaluate import psnr
+from .pictures import grid, save_png
+
+NUM_CLASSES = len(ACTION_CLASSES)
+IDLE = CLASS_TO_PROCGEN[ACTION_CLASSES.index("idle")]  # procgen action 4: no key
+COINRUN_FRAME = (64, 64)
+
+
+@dataclass
+class ControlStates:
+    """Saved CoinRun states with their real futures: what `collect_states` returns."""
+
+    prompts: np.ndarray  # (C, H, W, 3) uint8: the frame at each saved state
+    real: np.ndarray  # (C, 6, K, H, W, 3) uint8: real[i, c] = frames 1..K holding ACTION_CLASSES[c]
+    states: list[bytes]  # (C,) procgen states (env.get_state() of one environment)
+    level_seeds: np.ndarray  # (C,) int: procgen level of each state
+    prefix_frames: np.ndarray  # (C,) int: held-policy frames played before settling
+    settings: dict = field(default_factory=dict)  # levels, mode, seed, horizon, prefix_max, settle
+    skipped: dict = field(default_factory=dict)  # reason -> count
+
+
+def heldout_levels(data_folder, override: str | None = None) -> tuple[int, int]:
+    """The level range [A, B) to play: `override` ('A:B') if given, else the dataset's held-out range
+    (the first one if the index lists several). BadDataError when the dataset has none."""
+    from .coinrun import parse_levels
+    from .data import open_dataset
+
+    if override:
+        return parse_levels(override)
+    ranges = open_dataset(data_folder).level_ranges.get("heldout") or []
+    if not ranges:
+        raise BadDataError(f"{data_folder}: its index has no held-out level range (generate held-out data with "
+                           f"`genie-play data coinrun --heldout-levels A:B`) and no --levels A:B was given")
+    return int(ranges[0][0]), int(ranges[0][1])
+
+
+def _make_env(levels: tuple[int, int], num: int, seed: int, mode: str):
+    from .coinrun import import_procgen
+
+    env_class = import_procgen()
+    return env_class(num=num, env_name="coinrun", distribution_mode=mode, start_level=levels[0],
+                     num_levels=levels[1] - levels[0], rand_seed=int(seed))
+
+
+def real_futures(futures_env, state: bytes, horizon: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """From `state`, hold each class's procgen action for `horizon` frames in `futures_env` (6 envs).
+    Returns (the frame at the state (H, W, 3), futures (6, K, H, W, 3), whether an episode ended)."""
+    futures_env.set_state([state] * NUM_CLASSES)
+    prompt = futures_env.observe()[1]["rgb"][0].copy()
+    actions = np.asarray(CLASS_TO_PROCGEN, np.int32)
+    frames, ended = [], False
+    for _ in range(horizon):
+        futures_env.act(actions)
+        _, obs, first = futures_env.observe()
+        frames.append(obs["rgb"].copy())  # (6, H, W, 3)
+        ended |= bool(np.any(first))
+    return prompt, np.stack(frames, axis=1), ended
+
+
+def collect_states(levels: tuple[int, int], clips: int, seed: int = 0, mode: str = "hard", horizon: int = 8,
+                   prefix_max: int = 60, settle: int = 16, num_envs: int = 8,
+                   max_frames: int | None = None) -> ControlStates:
+    """`clips` saved states (see the module docstring), deterministic in all arguments.
+    GenieError if procgen is missing or `max_frames` environment frames do not yield enough states."""
+    if clips < 1 or horizon < 1 or prefix_max < 0 or settle < 0:
+        raise BadSettingError("need clips >= 1, horizon >= 1, prefix_max >= 0 and settle >= 0")
+    env = _make_env(levels, num_envs, seed, mode)
+    futures_env = _make_env(levels, NUM_CLASSES, seed, mode)
+    policy = HeldPolicy(num_envs, seed)
+    rng = np.random.default_rng([int(seed), 0xC7A1])
+    max_frames = max_frames or 2000 * clips + 10_000
+    prefix = np.zeros(num_envs, np.int64)  # frames of this state's prefix
+    left = np.full(num_envs, -1, np.int64)  # frames until the state is saved; -1: playing to the episode's end
+    out: dict[str, list] = {"prompts": [], "real": [], "states": [], "level_seeds": [], "prefix_frames": []}
+    skipped = {"episode ended before the state": 0, "episode ended in a real future": 0, "identical real futures": 0}
+    frames_played = 0
+    while len(out["states"]) < clips:
+        _, obs, first = env.observe()
+        info = env.get_info()
+        for e in np.flatnonzero(first):  # a new episode: start a new state there
+            if left[e] >= 0:
+                skipped["episode ended before the state"] += 1
+            prefix[e] = rng.integers(0, prefix_max + 1)
+            left[e] = prefix[e] + settle
+        ready = np.flatnonzero(left == 0)
+        if ready.size:
+            saved = env.get_state()
+            for e in ready:
+                left[e] = -1
+                if len(out["states"]) >= clips:
+                    break
+                prompt, real, ended = real_futures(futures_env, saved[e], horizon)
+                if ended:
+                    skipped["episode ended in a real future"] += 1
+                elif any(np.array_equal(real[a], real[b]) for a in range(NUM_CLASSES) for b in range(a)):
+                    skipped["identical real futures"] += 1
+                else:
+                    for key, value in (("prompts", obs["rgb"][e].copy()), ("real", real), ("states", saved[e]),
+                                       ("level_seeds", int(info[e]["level_seed"])), ("prefix_frames", int(prefix[e]))):
+                        out[key].append(value)
+        held = policy.act(first)
+        actions = np.where((left > 0) & (left <= settle), IDLE, held).astype(np.int32)
+        left[left > 0] -= 1
+        env.act(actions)
+        frames_played += num_envs
+        if frames_played > max_frames:
+            raise GenieError(f"only {len(out['states'])} of {clips} CoinRun states after {frames_played} frames "
+                             f"on levels {levels[0]}:{levels[1]} ({skipped}); try other levels or fewer clips")
+    settings = {"levels": list(levels), "mode": mode, "seed": int(seed), "horizon": int(horizon),
+                "prefix_max": int(prefix_max), "settle": int(settle)}
+    return ControlStates(np.stack(out["prompts"]), np.stack(out["real"]), out["states"],
+                         np.asarray(out["level_seeds"]), np.asarray(out["prefix_frames"]), settings, skipped)
+
+
+def rollout_latents(world, prompts: np.ndarray, horizon: int, seed: int = 0, progress: bool = False) -> np.ndarray:
+    """prompts (C, H, W, 3) uint8 -> rolled (C, A, K, H, W, 3): every latent action held for `horizon`
+    frames from each prompt (one `rollout_batch` per clip, seed = seed * 1_000_003 + clip index)."""
+    a = world.num_actions
+    held = np.repeat(np.arange(a)[:, None], horizon, axis=1)  # (A, K)
+    bar = tqdm(range(len(prompts)), desc="control", unit="clip", disable=not progress)
+    return np.stack([world.rollout_batch(np.repeat(prompts[i][None], a, 0), held, seed=seed * 1_000_003 + i)[:, 1:]
+                     for i in bar])
+
+
+def future_distances(real: np.ndarray, rolled: np.ndarray) -> np.ndarray:
+    """real (C, 6, K, H, W, 3), rolled (C, A, K, H, W, 3) -> mse (C, 6, A): mse[i, c, a] is the mean squared
+    pixel error between latent a's rollout and class c's real future of clip i (exact integer sums)."""
+    c, n = real.shape[:2]
+    a = rolled.shape[1]
+    mse = np.zeros((c, n, a))
+    for i in range(c):
+        r = real[i].reshape(n, -1).astype(np.int32)  # (6, D)
+        for j in range(a):
+            diff = r - rolled[i, j].reshape(1, -1).astype(np.int32)
+            mse[i, :, j] = np.einsum("kd,kd->k", diff, diff, dtype=np.int64) / diff.shape[1]
+    return mse
+
+
+def fit_map(mse: np.ndarray) -> np.ndarray:
+    """mse (C, 6, A) over the fitting clips -> (6,) latent per class (lowest mean MSE, first on ties)."""
+    return np.argmin(mse.mean(axis=0), axis=1)
+
+
+def map_correct(mse: np.ndarray, class_to_latent) -> np.ndarray:
+    """mse (C, 6, A), a map (6,) of latents (-1: unmapped) -> correct (C, 6) bool: the rollout under
+    map[c] is strictly closer to c's real future than to every other class's (ties are wrong)."""
+    latents = np.asarray(class_to_latent)
+    d = mse[:, :, np.maximum(latents, 0)]  # (C, 6 real futures k, 6 classes c)
+    own = np.diagonal(d, axis1=1, axis2=2)  # (C, 6): d[i, c, c]
+    others = d.copy()
+    idx = np.arange(NUM_CLASSES)
+    others[:, idx, idx] = np.inf
+    return (own < others.min(axis=1)) & (latents >= 0)[None]
+
+
+def label_map(labels: list[str]) -> list[int]:
+    """The world's labels as a map: per class the first latent labelled with its name, else -1."""
+    names = [str(label).strip().lower() for label in labels]
+    return [names.index(c) if c in names else -1 for c in ACTION_CLASSES]
+
+
+def suggest_labels(class_to_latent, class_latent_mse: np.ndarray) -> list[str]:
+    """One label per latent: the class mapped to it; several classes -> the lowest-MSE one plus '?';
+    a latent no class maps to -> 'unused'."""
+    out = []
+    for a in range(class_latent_mse.shape[1]):
+        classes = [c for c in range(NUM_CLASSES) if class_to_latent[c] == a]
+        if not classes:
+            out.append("unused")
+            continue
+        best = min(classes, key=lambda c: class_latent_mse[c, a])
+        out.append(ACTION_CLASSES[best] + ("?" if len(classes) > 1 else ""))
+    return out
+
+
+def control_metrics(real: np.ndarray, rolled: np.ndarray, prompts: np.ndarray, labels: list[str] | None = None) -> dict:
+    """Every metric of the report from arrays: real (C, 6, K, H, W, 3), rolled (C, A, K, H, W, 3),
+    prompts (C, H, W, 3), all uint8; `labels` the world's A labels. Needs C >= 2 (two halves)."""
+    c, a = real.shape[0], rolled.shape[1]
+    if real.shape[1] != NUM_CLASSES or rolled.shape[0] != c or rolled.shape[2:] != real.shape[2:] \
+            or prompts.shape != (c, *real.shape[3:]) or a < 1 or c < 2:
+        raise BadSettingError(f"control metrics need real (C>=2, 6, K, H, W, 3), rolled (C, A, K, H, W, 3) and prompts "
+                              f"(C, H, W, 3); got {real.shape}, {rolled.shape}, {prompts.shape}")
+    labels = list(labels) if labels is not None else [""] * a
+    mse = future_distances(real, rolled)  # (C, 6, A)
+    halves = [np.arange(0, c, 2), np.arange(1, c, 2)]
+    fold_maps = [fit_map(mse[h]) for h in halves]  # fold_maps[f] fitted on halves[f]
+    clip_map = np.zeros((c, NUM_CLASSES), np.int64)  # the map each clip is scored with (the other half's)
+    clip_map[halves[1]], clip_map[halves[0]] = fold_maps[0], fold_maps[1]
+    correct = np.stack([map_correct(mse[i:i + 1], clip_map[i])[0] for i in range(c)])  # (C, 6)
+    fold_acc = [float(correct[halves[1]].mean()), float(correct[halves[0]].mean())]
+    by_label = label_map(labels)
+    label_correct = map_correct(mse, by_label)
+    class_latent_mse = mse.mean(axis=0)  # (6, A)
+    full_map = fit_map(mse)
+    # Per clip (a float64 copy of all clips at once would be large): (C, 6, K) each.
+    p_mapped = np.stack([psnr(rolled[i, clip_map[i]], real[i]) for i in range(c)])  # cross-fitted map's rollouts
+    p_copy = np.stack([psnr(np.broadcast_to(prompts[i], real.shape[1:]), real[i]) for i in range(c)])
+    per_class = lambda x: {name: float(v) for name, v in zip(ACTION_CLASSES, x.mean(axis=0))}  # noqa: E731
+    return {
+        "clips": int(c),
+        "horizon": int(real.shape[2]),
+        "num_actions": int(a),
+        "chance": 1.0 / NUM_CLASSES,
+        "control_accuracy": float(correct.mean()),
+        "control_accuracy_kind": "2-fold: even and odd clips, each half scored with the map fitted on the other",
+        "control_accuracy_folds": fold_acc,  # [fit even -> test odd, fit odd -> test even]
+        "control_accuracy_per_class": per_class(correct),
+        "fold_maps": [[int(v) for v in m] for m in fold_maps],
+        "label_accuracy": float(label_correct.mean()),
+        "label_accuracy_per_class": per_class(label_correct),
+        "label_map": by_label,
+        "labels": labels,
+        "class_to_latent": [int(v) for v in full_map],
+        "distinct_classes": int(len(set(full_map.tolist()))),
+        "distinct_classes_folds": [int(len(set(m.tolist()))) for m in fold_maps],
+        "class_latent_mse": class_latent_mse.round(2).tolist(),
+        "suggested_labels": suggest_labels(full_map, class_latent_mse),
+        "mapped_psnr": float(p_mapped.mean()),
+        "copy_baseline_psnr": float(p_copy.mean()),
+        "mapped_minus_copy": float(p_mapped.mean() - p_copy.mean()),
+        "mapped_psnr_per_t": p_mapped.mean(axis=(0, 1)).round(3).tolist(),
+        "copy_psnr_per_t": p_copy.mean(axis=(0, 1)).round(3).tolist(),
+    }
+
+
+def control_report(world, states: ControlStates, seed: int = 0, progress: bool = False,
+                   picture: str | Path | None = None, picture_clips: int = 2) -> dict:
+    """Roll out every latent from each state's prompt and score them (`control_metrics`), plus the
+    settings; writes the picture (`control_picture`) when `picture` is a path."""
+    if tuple(world.frame_size) != tuple(states.prompts.shape[1:3]):
+        raise BadSettingError(f"the control report plays CoinRun at {states.prompts.shape[1]}x{states.prompts.shape[2]} "
+                              f"pixels; this world's frames are {world.frame_size[0]}x{world.frame_size[1]}")
+    horizon = states.real.shape[2]
+    rolled = rollout_latents(world, states.prompts, horizon, seed=seed, progress=progress)
+    result = control_metrics(states.real, rolled, states.prompts, world.labels)
+    result.update({"seed": int(seed), "sampling": world.sampling, "skipped": dict(states.skipped),
+                   "level_seeds_distinct": int(len(set(states.level_seeds.tolist()))),
+                   "states": dict(states.settings)})
+    result["levels"] = states.settings.get("levels")
+    if picture is not None:
+        image = control_picture(states, rolled, result["class_to_latent"], clips=picture_clips)
+        try:
+            save_png(image, Path(picture))
+        except OSError as err:
+            raise OutputError(f"{picture}: cannot write the picture ({one_line_reason(err)})") from err
+        result["picture"] = str(picture)
+    return result
+
+
+def control_picture(states: ControlStates, rolled: np.ndarray, class_to_latent, clips: int = 2) -> Image.Image:
+    """For the first `clips` clips, one row per class: prompt, the real future (K frames), a gap, the
+    world's rollout under the class's mapped latent (K frames); rows labelled 'class -> latent'."""
+    rows, names = [], []
+    gap = np.zeros_like(states.prompts[0])[None]
+    for i in range(min(clips, len(states.prompts))):
+        if rows:  # a blank row between clips
+            rows.append(np.zeros_like(rows[-1]))
+            names.append("")
+        for c, name in enumerate(ACTION_CLASSES):
+            a = class_to_latent[c]
+            rows.append(np.concatenate([states.prompts[i][None], states.real[i, c], gap, rolled[i, a]]))
+            names.append(f"{name} -> {a}")
+    h = states.prompts.shape[1]
+    scale, label_w, header = max(1, 64 // h), 96, 16
+    body = grid(rows, scale=scale)
+    canvas = Image.new("RGB", (label_w + body.width, header + body.height), (24, 24, 24))
+    canvas.paste(body, (label_w, header))
+    draw = ImageDraw.Draw(canvas)
+    cell = h * scale + 2
+    k = states.real.shape[2]
+    draw.text((label_w + 2, 2), "prompt", fill=(230, 230, 230))
+    draw.text((label_w + 2 + cell, 2), f"real future (hold the class {k} frames)", fill=(230, 230, 230))
+    draw.text((label_w + 2 + (k + 2) * cell, 2), "world: hold the mapped latent", fill=(230, 230, 230))
+    for r, name in enumerate(names):
+        draw.text((4, header + 2 + r * cell + cell // 2 - 6), name, fill=(230, 230, 230))
+    return canvas
+
+
+def format_control_report(r: dict) -> str:
+    """The report as a text table (what `genie-play eval --control` prints)."""
+    st = r.get("states", {})
+    levels = f"levels {r['levels'][0]}:{r['levels'][1]}" if r.get("levels") else "levels n/a"
+    skipped = ", ".join(f"{v} {k}" for k, v in r.get("skipped", {}).items() if v) or "none"
+    per = lambda d: "  ".join(f"{k} {v:.2f}" for k, v in d.items())  # noqa: E731
+    lines = [
+        f"control clips: {r['clips']} ({levels}, {st.get('mode', '?')} mode, {r.get('level_seeds_distinct', '?')} distinct "
+        f"levels), horizon {r['horizon']}, seed {r.get('seed')}, MaskGIT steps {r['sampling']['steps']}, "
+        f"temperature {r['sampling']['temperature']}",
+        f"states: held-policy prefix of 0..{st.get('prefix_max', '?')} frames, then idle {st.get('settle', '?')} "
+        f"frames; skipped: {skipped}",
+        f"control accuracy      {r['control_accuracy']:.3f}   (chance {r['chance']:.3f}; {r['control_accuracy_kind']}; "
+        f"folds {r['control_accuracy_folds'][0]:.3f} / {r['control_accuracy_folds'][1]:.3f})",
+        f"  per class           {per(r['control_accuracy_per_class'])}",
+        f"label accuracy        {r['label_accuracy']:.3f}   (the world's labels as the map, all clips)",
+        f"  per class           {per(r['label_accuracy_per_class'])}",
+        f"distinct classes      {r['distinct_classes']} of {NUM_CLASSES}   (map fitted on all clips; folds "
+        f"{r['distinct_classes_folds'][0]} and {r['distinct_classes_folds'][1]})",
+        f"mapped rollout PSNR   {r['mapped_psnr']:7.2f} dB   (copy baseline {r['copy_baseline_psnr']:.2f} dB, "
+        f"difference {r['mapped_minus_copy']:+.2f} dB; cross-fitted map)",
+        "per t (mapped / copy): " + "  ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(r["mapped_psnr_per_t"], r["copy_psnr_per_t"])),
+        "mean MSE of each latent's rollouts to each class's real futures (* = the class's latent, all clips):",
+        "              " + "".join(f"{a:>9}" for a in range(r["num_actions"])),
+    ]
+    for c, name in enumerate(ACTION_CLASSES):
+        row = "".join(f"{v:8.1f}{'*' if a == r['class_to_latent'][c] else ' '}" for a, v in enumerate(r["class_latent_mse"][c]))
+        lines.append(f"  {name:<12}{row}")
+    lines.append("world labels          " + ", ".join(f"{a}: {lb!r}" for a, lb in enumerate(r["labels"])))
+    lines.append("suggested labels      " + ", ".join(f"{a}: {lb!r}" for a, lb in enumerate(r["suggested_labels"])))
+    if r.get("picture"):
+        lines.append(f"picture               {r['picture']}")
+    return "\n".join(lines)
