@@ -67,10 +67,10 @@ def test_frame_rate_comes_from_the_time_per_frame_and_is_never_zero_when_tapping
     state = HudState(world_fps=timer.rate(), world_ms=timer.ms_per_frame(), shown_fps=meter.rate(10.0))
     assert timer.rate() == pytest.approx(20.0)
     line = rate_line(state)
-    assert "world 20.0 frames/s (50 ms each)" in line and "shown --/s" in line and " 0.0 " not in line
+    assert "world 20.0 fps (50 ms)" in line and "shown --/s" in line and " 0.0 " not in line
     for t in range(1, 5):
         timer.add(100.0)
         meter.tick(10.0 + t * 0.5)
     assert meter.rate(12.0) == pytest.approx(2.0)  # shown: 2 frames/s (keys held slowly)
     assert timer.rate() == pytest.approx(1000.0 / 90.0)  # world: mean of 50, 100 x4
-    assert rate_line(HudState()) == "world -- frames/s   shown --/s"
+    assert rate_line(HudState()) == "world -- fps   shown --/s"

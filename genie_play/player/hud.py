@@ -71,9 +71,9 @@ def rate_line(s: HudState) -> str:
     """The world's frame rate (from its time per frame, so tapping keys never reads 0) and,
     separately, how many new frames reached the screen per second."""
     if s.world_fps is None:
-        world = "world -- frames/s"
+        world = "world -- fps"
     else:
-        world = f"world {s.world_fps:.1f} frames/s ({s.world_ms:.0f} ms each)"
+        world = f"world {s.world_fps:.1f} fps ({s.world_ms:.0f} ms)"
     shown = "--" if s.shown_fps is None else f"{s.shown_fps:.1f}"
     return f"{world}   shown {shown}/s"
 
@@ -81,7 +81,7 @@ def rate_line(s: HudState) -> str:
 CONTROLS_HELP = [
     "Bksp back  R reset  Space pause repeat",
     "G record GIF (Shift+G: MP4)  P save PNG",
-    "O next prompt",
+    "O next prompt  E sketch a level",
     "L explore actions  H hide HUD  Esc quit",
 ]
 
