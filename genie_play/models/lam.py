@@ -3,7 +3,10 @@
 Encoder: pixels of frames 1..T through a causal ST transformer; the output at frame t+1 (which has
 seen frames 1..t+1) is pooled over space and quantised to one of `num_actions` normalised codes:
 the latent action of the transition t -> t+1. Decoder (training only): predicts frame t+1 from the
-pixels of frames 1..t plus that action, so the action must carry whatever frame t does not.
+pixels of frames 1..t plus that action, so the action must carry whatever frame t does not. With
+`predict_change` the decoder outputs the change from frame t (added to frame t's pixels) instead of
+the whole frame: copying frame t is then free, and the loss is spent on what changed, which is
+what an action is (a scroll of a pixel or two is invisible next to a blurry whole-frame guess).
 At play time only the action codebook is used (it conditions the dynamics model).
 """
 from __future__ import annotations
@@ -25,6 +28,10 @@ class LAMConfig:
     vq: VQConfig = field(default_factory=lambda: VQConfig(num_codes=8, code_dim=32, dead_after=50))
     encoder: STConfig = field(default_factory=lambda: STConfig(dim=128, depth=4, heads=4, window=16))
     decoder: STConfig = field(default_factory=lambda: STConfig(dim=128, depth=4, heads=4, window=16))
+    predict_change: bool = False  # decoder output = frame t + change (True) or the whole frame t+1
+
+    # Fields added after the first bundles, with the value that reproduces those bundles.
+    ADDED_FIELDS = {"predict_change": False}
 
     @property
     def num_actions(self) -> int:
@@ -65,13 +72,16 @@ class LatentActionModel(nn.Module):
     ) -> torch.Tensor:
         """Decoder. frames (B, T, H, W, 3) = frames 1..T, actions (B, T, code_dim) where
         actions[:, t] is the action t -> t+1; drop (B, T, N) bool hides context patches.
-        Returns predicted frames 2..T+1: (B, T, H, W, 3) in [0, 1]."""
-        x = self.dec_in(patchify(to_unit(frames), self.cfg.patch).to(self.dec_in.weight.dtype))  # (B, T, N, D)
+        Returns predicted frames 2..T+1: (B, T, H, W, 3), in [0, 1] (about [0, 1] with predict_change)."""
+        pixels = to_unit(frames)  # (B, T, H, W, 3) in [0, 1]
+        x = self.dec_in(patchify(pixels, self.cfg.patch).to(self.dec_in.weight.dtype))  # (B, T, N, D)
         if drop is not None:
             x = torch.where(drop[..., None], self.dec_mask.to(x.dtype), x)
         x = self.dec_pos(x) + self.dec_action(actions)[:, :, None, :]
         y = self.dec_out(self.decoder(x))
         h, w = self.cfg.frame_size
+        if self.cfg.predict_change:
+            return pixels + unpatchify(y, self.cfg.patch, h, w)
         return torch.sigmoid(unpatchify(y, self.cfg.patch, h, w))
 
     def action_codebook(self) -> torch.Tensor:

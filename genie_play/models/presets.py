@@ -74,7 +74,9 @@ def to_dict(cfg) -> dict:
 
 
 def from_dict(cls, data: dict):
-    """Rebuild a (nested) config dataclass from a dict; unknown or missing keys are errors."""
+    """Rebuild a (nested) config dataclass from a dict; unknown or missing keys are errors, except
+    fields a class lists in its ADDED_FIELDS (added after bundles existed), which take the value
+    listed there: what the bundles made before them did."""
     if not isinstance(data, dict):
         raise BadSettingError(f"config for {cls.__name__} must be a JSON object")
     hints = typing.get_type_hints(cls)
@@ -84,6 +86,9 @@ def from_dict(cls, data: dict):
         raise BadSettingError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
     kwargs = {}
     for f in dataclasses.fields(cls):
+        if f.name not in data and f.name in getattr(cls, "ADDED_FIELDS", {}):
+            kwargs[f.name] = cls.ADDED_FIELDS[f.name]
+            continue
         if f.name not in data:
             raise BadSettingError(f"{cls.__name__} config is missing field {f.name!r}")
         kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{cls.__name__}.{f.name}")
