@@ -49,7 +49,8 @@ def test_oracle_scores_one_with_six_distinct_classes_and_its_labels_agree() -> N
     assert r["label_map"] == PERMUTATION
     assert r["distinct_classes"] == 6
     assert r["suggested_labels"] == [labels[a].strip().lower() if labels[a] != "?" else "unused" for a in range(8)]
-    assert r["mapped_psnr"] > 100 and r["mapped_psnr"] > r["copy_baseline_psnr"] + 50
+    assert r["mapped_psnr"] == pytest.approx(control.PSNR_CAP)  # exact rollouts: capped, not 148 dB
+    assert r["mapped_psnr"] > r["copy_baseline_psnr"] + 40 and r["copy_identical_frames"] == 0
     assert len(r["mapped_psnr_per_t"]) == K and len(r["copy_psnr_per_t"]) == K
     assert np.asarray(r["class_latent_mse"]).shape == (6, 8)
     assert all(r["class_latent_mse"][c][a] == 0 for c, a in enumerate(PERMUTATION))
@@ -74,6 +75,14 @@ def test_a_rollout_equally_close_to_two_futures_counts_as_wrong_for_both() -> No
     r = control.control_metrics(real, rolled, np.zeros((2, 2, 2, 3), np.uint8), ["idle", "left", "right"])
     assert r["control_accuracy"] == 0.0 and r["label_accuracy"] == 0.0
     assert r["control_accuracy_per_class"]["idle"] == 0.0 and r["control_accuracy_per_class"]["left"] == 0.0
+
+
+def test_copy_baseline_of_a_still_scene_is_capped_and_counted() -> None:
+    real, prompts = synthetic_futures()
+    real[:, 0] = prompts[:, None]  # idle: nothing moves, the future is the prompt
+    r = control.control_metrics(real, oracle_rollouts(real), prompts)
+    assert r["copy_identical_frames"] == pytest.approx(1 / 6)
+    assert r["copy_psnr_per_class"]["idle"] == pytest.approx(control.PSNR_CAP) and r["copy_baseline_psnr"] < 20
 
 
 def test_labels_map_first_exact_name_and_missing_classes_are_wrong() -> None:
@@ -190,7 +199,7 @@ def test_report_returns_every_field_and_its_picture(world64_path, states, tmp_pa
     for key in ("clips", "horizon", "seed", "sampling", "levels", "states", "skipped", "chance", "control_accuracy",
                 "control_accuracy_kind", "control_accuracy_folds", "control_accuracy_per_class", "label_accuracy",
                 "label_accuracy_per_class", "class_to_latent", "distinct_classes", "mapped_psnr", "copy_baseline_psnr",
-                "mapped_psnr_per_t", "copy_psnr_per_t", "class_latent_mse", "suggested_labels", "picture"):
+                "mapped_psnr_per_t", "copy_psnr_per_t", "mapped_psnr_per_class", "copy_identical_frames", "class_latent_mse", "suggested_labels", "picture"):
         assert key in r, key
     assert r["clips"] == 4 and r["horizon"] == K and r["levels"] == list(LEVELS) and r["num_actions"] == 8
     assert 0 <= r["control_accuracy"] <= 1 and 1 <= r["distinct_classes"] <= 6 and len(r["suggested_labels"]) == 8
