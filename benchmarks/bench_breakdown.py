@@ -2,11 +2,11 @@
 
     python benchmarks/bench_breakdown.py [--world coinrun] [--precision auto] [--frames 10] [--rounds 3]
 
-Wraps the World's own methods with timers (nothing else changes) and prints, per round of
-`--frames` frames at a full context and 25 MaskGIT steps, disjoint parts of a frame: the dynamics'
-transformer passes of the MaskGIT rounds, the rest of those rounds (embedding, final norm, head), the
-sampler (MaskGIT outside the logits), the record pass (the final tokens' keys/values), stacking the
-contexts, the decoder, and the rest of World.step.
+Wraps the public methods of the World's runtime (engine.runtime.Runtime) with timers (nothing else
+changes) and prints, per round of `--frames` frames at a full context and 25 MaskGIT steps, disjoint
+parts of a frame: the MaskGIT rounds (all of them in one C call on the C route), the record pass
+(the final tokens' keys/values; part of that call on the C route), stacking the contexts, the
+decoder, and the rest of World.step.
 """
 from __future__ import annotations
 
@@ -47,41 +47,15 @@ def main() -> None:
     set_threads()
     world = World.load(args.world, device="cpu", precision=args.precision)
     totals: dict[str, float] = collections.defaultdict(float)
-    wrap(world.dynamics, "sample_logits", "rounds", totals)
-    wrap(world.dynamics, "record", "record", totals)
-    wrap(world, "_sample_tokens", "maskgit", totals)
-    wrap(world.tokenizer, "decode_step", "decode", totals)
-    make_context, run = world._context, world.dynamics.transformer.run
-
-    def timed_run(x, context, need_output=True):  # the MaskGIT rounds' passes, not the record pass
-        t0 = time.perf_counter()
-        try:
-            return run(x, context, need_output)
-        finally:
-            if need_output:
-                totals["passes"] += time.perf_counter() - t0
-
-    world.dynamics.transformer.run = timed_run
-
-    def context(frames, position, batch, transformer):  # label by model: dynamics (in MaskGIT) or decoder
-        t0 = time.perf_counter()
-        try:
-            return make_context(frames, position, batch, transformer)
-        finally:
-            totals["context"] += time.perf_counter() - t0
-            if transformer is world.dynamics.transformer:
-                totals["context_in_maskgit"] += time.perf_counter() - t0
-
-    world._context = context
+    for name in ("sample", "record", "context", "decode"):
+        wrap(world.runtime, name, name, totals)
     prompt = next((p for p in bundled_prompts() if p.name.startswith("coinrun")), None)
     world.reset(prompt if prompt is not None else np.zeros((*world.frame_size, 3), np.uint8))
     for i in range(world.config.dynamics.st.window):  # fill the context window
         world.step(i % world.num_actions)
-    print(f"world: {args.world}  {world.device_description}, attention: {world.attention_path}, "
-          f"{world.sampling['steps']} MaskGIT steps, full context")
-    print("| round | ms/frame | MaskGIT rounds: transformer | rounds: embedding, head | sampler | record pass "
-          "| context stacking | decode | other |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"world: {args.world}  plan: {world.plan.summary()}, {world.sampling['steps']} MaskGIT steps, full context")
+    print("| round | ms/frame | MaskGIT rounds | record pass | context stacking | decode | other |")
+    print("|---|---|---|---|---|---|---|")
     for r in range(args.rounds):
         totals.clear()
         t0 = time.perf_counter()
@@ -89,12 +63,8 @@ def main() -> None:
             world.step((r + i) % world.num_actions)
         frame = (time.perf_counter() - t0) / args.frames * 1e3
         ms = collections.defaultdict(float, {k: v / args.frames * 1e3 for k, v in totals.items()})
-        rounds_rest = ms["rounds"] - ms["passes"]
-        sampler = ms["maskgit"] - ms["rounds"] - ms["context_in_maskgit"]
-        other = frame - ms["maskgit"] - ms["record"] - (ms["context"] - ms["context_in_maskgit"]) - ms["decode"]  # >= 0
-        print(f"| {r + 1} | {frame:.1f} | {ms['passes']:.1f} | {rounds_rest:.1f} | {sampler:.1f} | {ms['record']:.1f} "
-              f"| {ms['context']:.1f} | {ms['decode']:.1f} | {other:.1f} |")
-
+        other = frame - ms["sample"] - ms["record"] - ms["context"] - ms["decode"]
+        print(f"| {r + 1} | {frame:.1f} | {ms['sample']:.1f} | {ms['record']:.1f} | {ms['context']:.1f} | {ms['decode']:.1f} | {other:.1f} |")
 
 if __name__ == "__main__":
     main()

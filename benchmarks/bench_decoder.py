@@ -5,7 +5,7 @@
 `genie-play eval`'s tokenizer PSNR runs the tokenizer's full forward (`World.reconstruct`). In play the
 decoder runs differently: one frame at a time against its cached keys/values, and in an int8 world
 on the int8 C kernels. This decodes the same fp32 tokens of held-out clips (the clips eval picks)
-through each precision's play path (World._advance, as `step` calls it) and prints the PSNR beside
+through each precision's play path (the runtime's decode, as `step` calls it) and prints the PSNR beside
 the full forward's, in one run.
 """
 from __future__ import annotations
@@ -18,16 +18,17 @@ import torch
 from genie_play.devices import set_threads
 from genie_play.train.data import ClipDataset
 from genie_play.train.evaluate import pick_clips, psnr
-from genie_play.world import World, WorldState
+from genie_play.world import World, to_uint8
 
 
 def play_decode(world: World, tokens: torch.Tensor) -> np.ndarray:
     """tokens (T, N) -> (T, H, W, 3) uint8 through the world's play path, frame after frame."""
-    state = WorldState((), (), tokens[:1], np.empty(0), -1, world._generator.get_state())
-    frames = []
+    frames, contexts = [], ()
     for t in range(tokens.shape[0]):
-        state = world._advance(state, tokens[t : t + 1], None, None)  # no action: only the decoder matters here
-        frames.append(state.frame[0])
+        ctx = world.runtime.context(contexts, t, 1, world.tokenizer.decoder)
+        pixels, kv = world.runtime.decode(tokens[t : t + 1], ctx)
+        contexts = (contexts + (kv,))[-(world.config.tokenizer.decoder.window - 1):]
+        frames.append(to_uint8(pixels)[0])
     return np.stack(frames)
 
 

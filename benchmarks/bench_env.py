@@ -93,7 +93,7 @@ def main() -> None:
     frames = args.frames * args.envs
     vec_fps, sync_fps = frames / med(vector_s), frames / med(singles_s)
     env_ms, world_ms = med(env_s) / args.frames * 1e3, med(world_s) / args.frames * 1e3
-    print(f"world: {world.path}  device: {world.device_description}  frame path: {world.frame_path}  "
+    print(f"world: {world.path}  device: {world.device_description}  plan: {world.plan.summary()}  "
           f"MaskGIT steps: {args.steps}  rounds: {args.rounds} x {args.frames} frames")
     print("| what | frames/s | ms per frame |")
     print("|---|---|---|")

@@ -1,98 +1,62 @@
 """Play speed of a world on this machine, against the machine's own matmul rate (issue 7).
 
     python benchmarks/bench_play.py [--world coinrun | --preset small [--override KEY=VALUE ...]] [--steps 25] [--frames 20]
-                                    [--quick] [--compile] [--engine fast|reference] [--no-memory]
+                                    [--quick] [--no-memory] [--isa native|avx2|avx512-vnni]
 
 One run prints: the FLOPs one frame needs (counted from the config); the fp32 and bf16 matmul rate at
 the model's own shapes (M = tokens per frame, K, N = its widths); ms per frame split into dynamics /
 decode (encode per prompt), frames per second and achieved GFLOP/s for each precision and thread
 count, with the full context window; the same with the cache off (full recompute of the context at
 every MaskGIT step, the baseline of other open implementations); a sweep over MaskGIT steps and
-threads; and the resident memory of a 2,000-frame headless session (it must not grow).
---engine reference times the plain cached path (the "before" of the optimisations).
+threads; and the resident memory of a 2,000-frame headless session (it must not grow). Each row's
+world gets its play plan passed in (engine.make_plan, then dataclasses.replace for the variants).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import platform
 import resource
-import time
 
 import torch
 
-import genie_play.world as world_module
-from genie_play import devices
-from genie_play.commands.info import frame_flops, model_shapes, time_full_recompute, time_play
-from genie_play.devices import cpu_has_bf16, matmul_rate
-from genie_play.models import play_kernels
+from genie_play.devices import cpu_has_bf16
+from genie_play.engine import build, make_plan
 from genie_play.models.presets import override, preset
+from genie_play.speed import frame_flops, matmul_rate, model_shapes, time_full_recompute, time_play
 from genie_play.world import World, build_models
 
-
 # Rows: a precision, plus the "befores" of the int8 default, each one optimisation less:
-# "int8-ops"    fbgemm's int8 linears, attentions as PyTorch operations (the decoder in bf16 where native);
-# "int8-fbgemm" the fused C attentions (models/play_kernels.py), still fbgemm's linears and the bf16
-#               decoder: the default on VNNI CPUs before the C linear had a VNNI/AMX product;
-# "int8-rounds" C int8 linears in fused blocks (decoder too), MaskGIT driven round by round from
-#               Python, the products on AVX-512 VNNI (or AVX2), not AMX;
-# "int8-vnni"   the same with the whole frame in one C call (models/play_frame.py);
+# "int8-torch"  PyTorch operations with fbgemm's int8 linears (what a machine without a C compiler runs);
+# "int8-blocks" the C kernels, one call per ST block, MaskGIT driven round by round from Python;
+# "int8-vnni"   the whole frame in one C call, the products on AVX-512 VNNI, not AMX;
 # "int8"        the default: the same with AMX where the CPU has it.
-# bf16 rows use the attention kernels too; fp32 never does: it is the exact path. bf16 rows run only
-# on CPUs with native bf16; rows that would repeat another on this CPU are left out.
-ROW_PRECISION = {"int8-ops": "int8", "int8-fbgemm": "int8", "int8-rounds": "int8", "int8-vnni": "int8"}
+# bf16 rows run only on CPUs with native bf16; rows that would repeat another on this CPU are left out.
+VARIANTS = {"int8-torch": {"kernels": False}, "int8-blocks": {"frame_kernel": False}, "int8-vnni": {"amx": False}}
 
 
 def make_world(args, row: str) -> World:
-    precision = ROW_PRECISION.get(row, row)
-    kwargs = {"engine": args.engine} if args.engine != "fast" else {}  # an older World has no engine
-    if row == "int8-ops":
-        kwargs["kernels"] = False
-    with _fbgemm_only(row == "int8-fbgemm"):
-        if not args.preset:
-            world = World.load(args.world, device="cpu", precision=precision, **kwargs)
-        else:
-            torch.manual_seed(0)
-            cfg = override(preset(args.preset), args.override)
-            m = build_models(cfg)
-            world = World(cfg, m["tokenizer"], m["dynamics"], m["lam"].action_codebook().detach(), lam=m["lam"],
-                          device="cpu", precision=precision, **kwargs)
-    if row == "int8-rounds":
-        world.frame_kernel = False
-        world._pack_kernels()
-    return world
+    precision = "int8" if row.startswith("int8") else row
+    changes = dict(VARIANTS.get(row, {}))
+    if args.preset:
+        torch.manual_seed(0)
+        cfg = override(preset(args.preset), args.override)
+    else:
+        cfg = World.load(args.world, device="cpu", precision="fp32").config
+    plan = make_plan(cfg, "cpu", precision, kernels=changes.pop("kernels", True))
+    plan = dataclasses.replace(plan, **changes) if plan.route == "c" else plan
+    if not args.preset:
+        return World.load(args.world, plan=plan)
+    m = build_models(cfg)
+    return World(cfg, m["tokenizer"], m["dynamics"], m["lam"].action_codebook().detach(), lam=m["lam"], plan=plan)
 
 
-@contextlib.contextmanager
-def _fbgemm_only(on: bool):
-    """Build a world as if the C int8 linear were not there (fbgemm's linears, fused attentions)."""
-    saved = devices.c_int8_linear, world_module.c_int8_linear
-    if on:
-        devices.c_int8_linear = world_module.c_int8_linear = lambda kernels: False
-    try:
-        yield
-    finally:
-        devices.c_int8_linear, world_module.c_int8_linear = saved
-
-
-def before_timing(row: str) -> None:
-    """AMX is a switch of the kernel library, shared by all worlds: set it for the row about to run."""
-    kernels = play_kernels.load()
-    if kernels is not None and kernels.linear_vnni:
-        kernels.use_amx(row not in ("int8-rounds", "int8-vnni"))
-
-
-def rows_here(engine: str) -> list[str]:
-    """The int8 rows that differ on this CPU (no AMX: no VNNI row; no C int8 linear: none of the C rows)."""
-    if engine != "fast":
-        return ["auto"]
-    kernels = play_kernels.load()
-    rows = ["int8-ops", "int8-fbgemm"]
-    if devices.c_int8_linear(kernels):
-        rows.append("int8-rounds")
-        if kernels.linear_vnni and kernels.use_amx(True):
-            rows.append("int8-vnni")
-    return rows + ["int8"]
+def rows_here() -> list[str]:
+    """The int8 rows that differ on this CPU (no AMX: no VNNI row; no C kernels: only the torch row)."""
+    plan = make_plan(preset("small"), "cpu", "int8")
+    if plan.route != "c":
+        return ["int8"]
+    return ["int8-torch", "int8-blocks"] + (["int8-vnni"] if plan.amx else []) + ["int8"]
 
 
 # --isa: the kernel library built for less than this CPU has, to estimate what other CPUs play.
@@ -100,14 +64,9 @@ ISA_FLAGS = {"native": "-march=native", "avx2": "-march=haswell", "avx512-vnni":
 
 
 def hold_to_isa(isa: str) -> None:
-    """Build the play kernels with ISA_FLAGS[isa] instead of -march=native (before any world loads).
-    For "avx2" the CPU is also treated as having no VNNI, as on an AVX2-only CPU (so the C linear,
-    not fbgemm, runs the int8 products)."""
-    if isa == "native":
-        return
-    play_kernels.FLAGS = [ISA_FLAGS[isa] if f == "-march=native" else f for f in play_kernels.FLAGS]
-    if isa == "avx2":
-        devices.cpu_has_vnni = lambda: False
+    """Build the play kernels with ISA_FLAGS[isa] instead of -march=native (before any world loads)."""
+    if isa != "native":
+        build.FLAGS = [ISA_FLAGS[isa] if f == "-march=native" else f for f in build.FLAGS]
 
 
 def rss_mb() -> float:
@@ -132,16 +91,6 @@ def memory_session(world: World, frames: int, marks: list[int]) -> list[tuple[in
     return out
 
 
-def compiled_row(args, world: World) -> tuple[float, dict[str, float]] | None:
-    """torch.compile of the dynamics and decoder steps (World.compile): compile time and timings."""
-    if not hasattr(world, "compile"):
-        return None
-    t0 = time.perf_counter()
-    ok = world.compile()
-    seconds = time.perf_counter() - t0
-    return (seconds, time_play(world, args.steps, args.frames)) if ok else (seconds, {})
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world", default="coinrun", help="world name or path (default: the bundled coinrun)")
@@ -151,8 +100,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--frames", type=int, default=20, help="timed frames per row")
     ap.add_argument("--quick", action="store_true", help="a ~20 s version: fewer rows, frames and memory frames")
-    ap.add_argument("--compile", action="store_true", help="add a torch.compile row (compile time shown)")
-    ap.add_argument("--engine", default="fast", choices=("fast", "reference"))
     ap.add_argument("--no-memory", action="store_true", help="skip the 2,000-frame memory session")
     ap.add_argument("--isa", default="native", choices=sorted(ISA_FLAGS),
                     help="build the play kernels for an older instruction set than this CPU's (what CPUs without it would run)")
@@ -166,17 +113,17 @@ def main() -> None:
     # slower than fp32: no row). "auto" is what the player runs; the quick version times it alone.
     native_bf16 = cpu_has_bf16()
     float_row = "bf16" if native_bf16 else "fp32"
-    default_row = "auto" if args.quick or args.engine != "fast" else "int8"
+    default_row = "auto" if args.quick else "int8"
     if args.quick:
         precisions = ["auto", float_row]
     else:
-        precisions = (["bf16"] if native_bf16 else []) + ["fp32"] + rows_here(args.engine)
+        precisions = (["bf16"] if native_bf16 else []) + ["fp32"] + rows_here()
 
     cfg = make_world(args, "fp32").config
     d = cfg.dynamics
     flops = frame_flops(cfg, args.steps)
     shapes = model_shapes(cfg)
-    print(f"world: {args.preset or args.world}  engine: {args.engine}  CPU: {platform.processor() or platform.machine()}, "
+    print(f"world: {args.preset or args.world}  CPU: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads available, torch {torch.__version__}")
     print(f"frame {cfg.tokenizer.frame_size[0]}x{cfg.tokenizer.frame_size[1]}, {d.tokens_per_frame} tokens/frame, "
           f"context {d.st.window} frames (full), {args.steps} MaskGIT steps")
@@ -207,9 +154,7 @@ def main() -> None:
     for _ in range(rounds):
         for prec, th in runs:
             torch.set_num_threads(th)
-            before_timing(prec)
             samples[prec, th].append(time_play(worlds[prec], args.steps, max(2, args.frames // rounds)))
-        before_timing("int8")
         torch.set_num_threads(main_threads)  # the baseline, in the same rounds
         fulls.append(time_full_recompute(worlds[float_row], args.steps, 1))
     rows = {key: sorted(v, key=lambda r: r["total"])[len(v) // 2] for key, v in samples.items()}
@@ -217,11 +162,8 @@ def main() -> None:
         world = worlds[prec]
         gflops = flops["dynamics"] / r["dynamics"] / 1e6
         ref_dtype = torch.float32 if prec == "fp32" else peak_dtype  # int8 against the fastest float rate
-        fused = getattr(world, "attention_path", "") == "fused C kernels"
-        before_timing(prec)  # linear_path names AMX only where the row used it
-        label = (world.device_description + (", fused attention" if fused else ", torch-op attention")
-                 + f", {getattr(world, 'linear_path', '?')} linears, MaskGIT {getattr(world, 'frame_path', 'round by round')}")
-        print(f"| cached ({args.engine}) | {label} | {th} | {r['encode']:.1f} | {r['dynamics']:.1f} "
+        label = f"{world.device_description}, {world.plan.linears} linears, {world.plan.attention} attention, MaskGIT {world.plan.rounds}"
+        print(f"| cached | {label} | {th} | {r['encode']:.1f} | {r['dynamics']:.1f} "
               f"| {r['decode']:.1f} | {r['total']:.1f} | {r['fps']:.1f} | {gflops:.0f} "
               f"| {100 * gflops / peaks[th, ref_dtype]:.0f}% of {'fp32' if ref_dtype == torch.float32 else 'bf16'} |")
     torch.set_num_threads(main_threads)
@@ -229,23 +171,11 @@ def main() -> None:
     full = sorted(fulls)[len(fulls) // 2]
     print(f"| full recompute (cache off) | {world.device_description} | {main_threads} | - | - | - | {full:.0f} | "
           f"{1e3 / full:.2f} | - | - |")
-    if args.compile:
-        result = compiled_row(args, world)
-        if result is None:
-            print("| torch.compile | - | - | not available in this version |")
-        elif not result[1]:
-            print(f"| torch.compile | fell back to eager after {result[0]:.0f} s | | | | | | | | |")
-        else:
-            r = result[1]
-            print(f"| torch.compile (compile {result[0]:.0f} s) | {world.device_description} | {main_threads} | "
-                  f"{r['encode']:.1f} | {r['dynamics']:.1f} | {r['decode']:.1f} | {r['total']:.1f} | {r['fps']:.1f} "
-                  f"| {flops['dynamics'] / r['dynamics'] / 1e6:.0f} | |")
     th_text = f"{main_threads} thread{'s' * (main_threads > 1)}"
     print(f"\ncached vs full recompute at a full context ({th_text}, {float_row}): "
           f"{full / rows[float_row, main_threads]['total']:.1f}x faster")
     default = rows[default_row, main_threads]["total"]
     print(f"cached default ({worlds[default_row].device_description}) vs the {float_row} full recompute: {full / default:.1f}x faster")
-    before_timing("int8")
     chain = [row for row in precisions if row.startswith("int8")]
     if len(chain) > 1:
         steps_text = "; ".join(f"{a} -> {b}: {rows[a, main_threads]['total'] / rows[b, main_threads]['total']:.2f}x"
@@ -255,7 +185,7 @@ def main() -> None:
 
     steps_list = sorted({1, 8, args.steps} if args.quick else {1, 2, 4, 8, 16, 25, args.steps})
     sweep_world = make_world(args, "auto")  # what the player runs
-    print(f"\nframes/s by MaskGIT steps ({sweep_world.device_description}, cached, attention: {getattr(sweep_world, 'attention_path', 'PyTorch operations')}):")
+    print(f"\nframes/s by MaskGIT steps ({sweep_world.plan.summary()}):")
     print("| threads | " + " | ".join(str(s) for s in steps_list) + " |")
     print("|---|" + "---|" * len(steps_list))
     for th in threads_all:

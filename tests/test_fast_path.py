@@ -1,7 +1,7 @@
-"""The fast play path gives the plain path's frames: sampler, cached steps, World engines (issue 7).
+"""The play path gives the plain computation's frames: sampler, cached steps, full recompute.
 
-Everything runs in fp32 on the tiny preset, where the fast path must match bit for bit; reduced
-precision (bf16, int8) is only checked to stay close here (its quality is measured by `eval`).
+Everything runs in fp32 on the tiny preset, where play must match bit for bit; reduced precision
+is only checked to stay close (here and in test_engine.py; its quality is measured by `eval`).
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from genie_play import World
-from genie_play.devices import cpu_int8_kernels, fast_bf16_kernels, linear, pack_linears
 from genie_play.models import maskgit
 from genie_play.models.dynamics import DynamicsModel
 from genie_play.models.presets import override, preset
 from genie_play.models.st_block import ContextKV
-from genie_play.models.tokenizer import Tokenizer
+
+from _reference import decode_reference
 
 CFG = preset("tiny")
 
@@ -39,7 +39,7 @@ def test_fast_sampler_equals_reference(steps, temperature, choice):
     fn = _logits_fn(vocab, steps)
     options = dict(steps=steps, temperature=temperature, choice_temperature=choice)
     g_ref, g_fast, g_rows = (torch.Generator().manual_seed(7) for _ in range(3))
-    ref = maskgit.decode_reference(fn, start, mask_id, generator=g_ref, **options)
+    ref = decode_reference(fn, start, mask_id, generator=g_ref, **options)
     fast = maskgit.decode(fn, start, mask_id, generator=g_fast, **options)
     rows = maskgit.decode(lambda t, pos: fn(t).gather(1, pos[..., None].expand(-1, -1, vocab)), start, mask_id,
                           generator=g_rows, masked_only=True, **options)
@@ -62,76 +62,28 @@ def test_sampler_asks_only_for_masked_positions():
     assert sizes[0] == n and sizes == sorted(sizes, reverse=True) and len(sizes) == 5
 
 
-def _check_cached_paths(model, steps_fn, frames: int, window: int, rows: int, st) -> None:
-    fast_frames, ref_frames = [], []
-    hd = st.dim // st.heads
-    for t in range(frames):
-        empty = (st.depth, rows, st.heads, hd, torch.float32, torch.device("cpu"))
-        fast_ctx = ContextKV(fast_frames[-(window - 1):], t, empty)
-        ref_ctx = ContextKV(ref_frames[-(window - 1):], t, empty)
-        (out_f, kv_f), (out_r, kv_r) = steps_fn(t, fast_ctx, False), steps_fn(t, ref_ctx, True)
-        assert torch.equal(out_f, out_r), f"frame {t}"
-        for (kf, vf), (kr, vr) in zip(kv_f.layers, kv_r.layers):
-            assert torch.equal(kf, kr) and torch.equal(vf, vr)
-        fast_frames.append(kv_f)
-        ref_frames.append(kv_r)
-
-
 @pytest.mark.parametrize("mode", ["add", "token"])
-def test_fast_dynamics_step_is_bit_identical_in_fp32(mode):
+def test_sample_logits_and_record_agree_with_the_cached_step(mode):
     torch.manual_seed(0)
     dyn = DynamicsModel(override(CFG, [f"dynamics.action_mode={mode}"]).dynamics).eval()
     d = dyn.cfg
-    total = d.st.window + 4  # past the window: the cache has slid on
-    tokens = torch.randint(0, d.vocab + 1, (2, total, d.tokens_per_frame))
-    actions = torch.randn(2, total, d.action_dim)
-
-    def steps_fn(t, ctx, reference):
-        return dyn.step(tokens[:, t], actions[:, t] if t else None, ctx, reference=reference)
-
+    tokens = torch.randint(0, d.vocab + 1, (2, d.tokens_per_frame))
+    actions = torch.randn(2, d.action_dim)
+    empty = (d.st.depth, 2 * (d.tokens_per_frame + (mode == "token")), d.st.heads, d.st.dim // d.st.heads,
+             torch.float32, torch.device("cpu"))
     with torch.inference_mode():
-        _check_cached_paths(dyn, steps_fn, total, d.st.window, 2 * (d.tokens_per_frame + (mode == "token")), d.st)
-        # sample_logits (masked rows only) and record (no outputs) agree with step
-        empty = (d.st.depth, 2 * (d.tokens_per_frame + (mode == "token")), d.st.heads, d.st.dim // d.st.heads,
-                 torch.float32, torch.device("cpu"))
-        emb = dyn.frame_action(actions[:, 0], 2)
-        full, kv = dyn.step(tokens[:, 0], actions[:, 0], ContextKV([], 0, empty))
+        emb = dyn.frame_action(actions, 2)
+        full, kv = dyn.step(tokens, actions, ContextKV([], 0, empty))
         pos = torch.tensor([[0, 3, 5], [1, 2, 7]])
-        part = dyn.sample_logits(tokens[:, 0], emb, ContextKV([], 0, empty), pos)
+        part = dyn.sample_logits(tokens, emb, ContextKV([], 0, empty), pos)
         torch.testing.assert_close(part, full.gather(1, pos[..., None].expand(-1, -1, d.vocab)), rtol=0, atol=1e-6)
-        rec = dyn.record(tokens[:, 0], emb, ContextKV([], 0, empty))
+        rec = dyn.record(tokens, emb, ContextKV([], 0, empty))
         assert all(torch.equal(a, b) for la, lb in zip(rec.layers, kv.layers) for a, b in zip(la, lb))
-
-
-def test_fast_decoder_step_is_bit_identical_in_fp32():
-    torch.manual_seed(1)
-    tok = Tokenizer(CFG.tokenizer).eval()
-    c = CFG.tokenizer
-    tokens = torch.randint(0, c.vq.num_codes, (1, c.decoder.window + 3, c.tokens_per_frame))
-
-    def steps_fn(t, ctx, reference):
-        return tok.decode_step(tokens[:, t], ctx, reference=reference)
-
-    with torch.inference_mode():
-        _check_cached_paths(tok, steps_fn, tokens.shape[1], c.decoder.window, c.tokens_per_frame, c.decoder)
 
 
 @pytest.fixture(scope="module")
 def worlds(tiny_world_path):
-    return {e: World.load(tiny_world_path, device="cpu", precision="fp32", engine=e) for e in ("fast", "reference")}
-
-
-@pytest.mark.parametrize("steps,temperature", [(25, 1.0), (3, 1.0), (6, 0.0)])
-def test_fast_world_gives_the_reference_frames(worlds, prompt_image, steps, temperature):
-    actions = [1, 5, 5, 2, 7, 0, 3, 3, 6, 4, 1]  # longer than the tiny window (6 frames)
-    out = {}
-    for engine, world in worlds.items():
-        world.sampling = {"steps": steps, "temperature": temperature}
-        out[engine] = world.rollout(prompt_image, actions, seed=3)
-        world.reset(prompt_image)
-        out[engine + "/explore"] = world.explore(num_frames=2, seed=4)
-    assert np.array_equal(out["fast"], out["reference"])
-    assert np.array_equal(out["fast/explore"], out["reference/explore"])
+    return {"fast": World.load(tiny_world_path, device="cpu", precision="fp32")}
 
 
 def _full_recompute_rollout(world: World, prompt: np.ndarray, actions: list[int], seed: int) -> np.ndarray:
@@ -147,7 +99,7 @@ def _full_recompute_rollout(world: World, prompt: np.ndarray, actions: list[int]
                 return world.dynamics(torch.cat([history, tokens[:, None]], 1), codes[:, : k + 1])[:, -1]
 
             masked = torch.full((1, d.tokens_per_frame), d.mask_id)
-            new = maskgit.decode_reference(logits_fn, masked, d.mask_id, steps=world.sampling["steps"],
+            new = decode_reference(logits_fn, masked, d.mask_id, steps=world.sampling["steps"],
                                            temperature=world.sampling["temperature"], generator=gen)
             history = torch.cat([history, new[:, None]], 1)
         pixels = tok.decode(history)[0]
@@ -163,11 +115,10 @@ def test_cached_play_equals_full_recompute(worlds, prompt_image):
     assert np.array_equal(cached, full)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_reduced_precision_plays_close_to_fp32(tiny_world_path, prompt_image, precision):
-    world = World.load(tiny_world_path, device="cpu", precision=precision)
+def test_bf16_plays_close_to_fp32(tiny_world_path, prompt_image):
+    world = World.load(tiny_world_path, device="cpu", precision="bf16")
     fp32 = World.load(tiny_world_path, device="cpu", precision="fp32")
-    assert world.precision == precision and precision in world.device_description
+    assert world.precision == "bf16" and "bf16" in world.device_description
     frames = world.rollout(prompt_image, [1, 2, 3, 4, 5, 6, 7], seed=0)
     assert frames.shape == (8, 16, 16, 3) and frames.dtype == np.uint8
     # one cached dynamics step from the same context stays close to fp32's logits
@@ -178,44 +129,6 @@ def test_reduced_precision_plays_close_to_fp32(tiny_world_path, prompt_image, pr
         a = fp32.dynamics.step(tokens, None, ContextKV([], 0, empty))[0]
         b = world.dynamics.step(tokens, None, ContextKV([], 0, empty))[0].float()
     assert (a - b).abs().max() < 0.1 * a.abs().max()
-
-
-@pytest.mark.skipif(not cpu_int8_kernels(), reason="no fbgemm int8 kernels on this CPU")
-def test_int8_is_the_cpu_default_and_batches_equal_single_rollouts(tiny_world_path, prompt_image):
-    """int8 quantises activations per call: each frame of a batch gets its own scale, so the
-    explorer and batched rollouts give exactly the frames of single rollouts."""
-    world = World.load(tiny_world_path, device="cpu")  # precision auto
-    assert world.precision == "int8" and "int8" in world.device_description
-    assert World.load(tiny_world_path, device="cpu", engine="reference").precision == "auto"
-    world.seed(0)
-    world.reset(prompt_image)
-    world.step(3)
-    grid = world.explore(3, seed=5)
-    start = world.snapshot()
-    for a in range(world.num_actions):
-        world.restore(start)
-        world.seed(5)
-        assert np.array_equal(np.stack([world.step(a) for _ in range(3)]), grid[a]), a
-    prompts = np.stack([prompt_image, prompt_image[::-1].copy()])
-    batch = world.rollout_batch(prompts, np.array([[1, 2, 3], [4, 5, 6]]), seed=2)
-    assert np.array_equal(batch[1], world.rollout(prompts[1], [4, 5, 6], seed=2))
-
-
-@pytest.mark.skipif(not fast_bf16_kernels(), reason="no oneDNN bf16 kernels on this CPU")
-def test_prepacked_bf16_linear_equals_plain_bf16():
-    layer = torch.nn.Linear(32, 48).to(torch.bfloat16)
-    x, res = torch.randn(5, 32, dtype=torch.bfloat16), torch.randn(5, 48, dtype=torch.bfloat16)
-    with torch.inference_mode():
-        plain = linear(layer, x)
-        assert pack_linears(layer, "bf16") == 1
-        assert torch.equal(linear(layer, x), plain)  # same oneDNN product, weight packed once
-        torch.testing.assert_close(linear(layer, x, residual=res), plain + res, rtol=0.02, atol=0.02)
-        torch.testing.assert_close(linear(layer, x, act=True), torch.nn.functional.silu(plain), rtol=0.02, atol=0.02)
-    with torch.no_grad():
-        layer.weight.mul_(2)  # a changed weight invalidates the packed copy
-        assert torch.equal(linear(layer, x), torch.nn.functional.linear(x, layer.weight, layer.bias))
-        layer.weight.data = layer.weight.data * 2  # so does a replaced one
-        assert torch.equal(linear(layer, x), torch.nn.functional.linear(x, layer.weight, layer.bias))
 
 
 def test_play_state_stays_bounded(worlds, prompt_image):
@@ -231,8 +144,7 @@ def test_play_state_stays_bounded(worlds, prompt_image):
 
 
 def test_frame_flops_counts_the_rounds_and_the_masked_head():
-    from genie_play.commands.info import frame_flops
-    from genie_play.models.st_block import st_block_flops
+    from genie_play.speed import frame_flops, st_block_flops
 
     cfg = preset("small")
     one, two = frame_flops(cfg, 1), frame_flops(cfg, 2)

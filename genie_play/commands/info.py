@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench", action="store_true",
                         help="also time play on this machine (about 10 s per world): ms per frame, frames per second, "
                              "GFLOP/s against this CPU's matmul rate, and the full-recompute baseline")
+    parser.add_argument("--plan", action="store_true",
+                        help="also print how this machine would compute each world's frames (engine route, linears, "
+                             "attention, MaskGIT, threads and why; imports torch)")
     parser.add_argument("--steps", type=int, default=25, help="MaskGIT steps for --bench (default 25)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
                         help="compute precision for --bench (default auto = bf16 where it is fast)")
@@ -36,9 +39,18 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "bench", False):
         if not 1 <= args.steps <= 1000:
             raise BadSettingError(f"--steps must be in 1..1000, got {args.steps}")
+        from .. import speed  # imports torch: only when asked for
+
         for rec in records:
             if not rec.get("error"):
-                rec["bench"] = bench_world(rec["path"], steps=args.steps, precision=args.precision)
+                rec["bench"] = speed.bench_world(rec["path"], steps=args.steps, precision=args.precision)
+    if getattr(args, "plan", False) or getattr(args, "bench", False):
+        from ..engine import make_plan  # imports torch: only when asked for
+        from ..models.presets import world_config_from_dict
+
+        for rec in records:
+            if not rec.get("error"):
+                rec["plan"] = make_plan(world_config_from_dict(rec["config"]), "cpu", args.precision).summary()
     if args.json:
         json.dump({"search": _search_dirs(), "worlds": records}, sys.stdout, indent=2)
         print()
@@ -121,6 +133,8 @@ def _text(rec: dict[str, Any]) -> list[str]:
     if labels is not None:
         shown = ", ".join(f"{i}={s or '-'}" for i, s in enumerate(labels))
         lines.append(f"  labels: {_short(shown, 160)}")
+    if rec.get("plan"):
+        lines.append(f"  plan: {rec['plan']}")
     if rec.get("bench"):
         lines += bench_text(rec["bench"])
     if rec.get("card"):
@@ -198,130 +212,12 @@ def _config_lines(config: dict, params: dict[str, int]) -> list[str]:
     return lines
 
 
-# ----------------------------------------------------------------------------------------- bench
-# Imported lazily: the listing above must not pay for torch.
-
-
-def frame_flops(config, steps: int) -> dict[str, float]:
-    """FLOPs of one played frame, counted from the config: the dynamics' `steps` MaskGIT rounds plus
-    the pass that records the final tokens' keys/values (the head only on still-masked tokens, as
-    the fast path computes it), the decoder once, and the encoder once per prompt."""
-    from ..models.maskgit import mask_counts
-    from ..models.st_block import st_block_flops
-
-    d, t = config.dynamics, config.tokenizer
-    n = d.tokens_per_frame + (d.action_mode == "token")
-    masked = [d.tokens_per_frame] + mask_counts(d.tokens_per_frame, steps)[:-1]  # before each round
-    dynamics = (steps + 1) * st_block_flops(d.st, n, d.st.window - 1) + 2.0 * d.st.dim * d.vocab * sum(masked)
-    tn, patch = t.tokens_per_frame, t.patch * t.patch * 3
-    decode = st_block_flops(t.decoder, tn, t.decoder.window - 1) + 2.0 * tn * (t.vq.code_dim + patch) * t.decoder.dim
-    encode = st_block_flops(t.encoder, tn, 0) + 2.0 * tn * ((patch + t.vq.code_dim) * t.encoder.dim + t.vq.code_dim * t.vq.num_codes)
-    return {"dynamics": dynamics, "decode": decode, "encode": encode}
-
-
-def model_shapes(config) -> list[tuple[int, int, int]]:
-    """(M, K, N) of the dynamics' matmuls in one MaskGIT round: M = tokens per frame."""
-    d = config.dynamics
-    m, w, hidden = d.tokens_per_frame, d.st.dim, int(d.st.dim * d.st.mlp_ratio)
-    layer = [(m, w, 3 * w), (m, w, w), (m, w, 3 * w), (m, w, w), (m, w, hidden), (m, hidden, w)]
-    return layer * d.st.depth + [(m, w, d.vocab)]
-
-
-def _prompt(world):
-    import numpy as np
-
-    h, w = world.frame_size
-    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def time_play(world, steps: int, frames: int) -> dict[str, float]:
-    """Median ms per frame of World.step at `steps` MaskGIT steps with a full context window
-    (filled at 1 step: the context's content does not change the cost), and encode per prompt."""
-    import statistics
-    import time
-
-    world.sampling = {"steps": 1}
-    world.seed(0)
-    world.reset(_prompt(world))
-    world.reset(_prompt(world))  # the second prompt: no first-call warm-up in the encode time
-    encode = world.last_timings["encode"]
-    for i in range(world.config.dynamics.st.window + 1):
-        world.step(i % world.num_actions)
-    world.sampling = {"steps": steps}
-    world.step(0)  # warm-up at this step count
-    total, dyn, dec = [], [], []
-    for i in range(frames):
-        t0 = time.perf_counter()
-        world.step(i % world.num_actions)
-        total.append((time.perf_counter() - t0) * 1e3)
-        dyn.append(world.last_timings["dynamics"])
-        dec.append(world.last_timings["decode"])
-    med = statistics.median
-    return {"encode": encode, "dynamics": med(dyn), "decode": med(dec), "total": med(total), "fps": 1e3 / med(total)}
-
-
-def time_full_recompute(world, steps: int, frames: int) -> float:
-    """ms per frame of the baseline other open implementations use: every MaskGIT round runs the
-    dynamics over the whole context window (logits for every token of every frame), with the
-    plain sampler; then the decoder over its window."""
-    import statistics
-    import time
-
-    import torch
-
-    from ..models import maskgit
-
-    d, window = world.config.dynamics, world.config.dynamics.st.window
-    gen = torch.Generator().manual_seed(0)
-    history = torch.randint(0, d.vocab, (1, window - 1, d.tokens_per_frame), generator=gen, device=world.device)
-    acts = world.action_codes[torch.arange(window - 1) % world.num_actions][None]  # (1, W-1, A)
-    times = []
-    with torch.inference_mode():
-        for _ in range(frames):
-            t0 = time.perf_counter()
-            logits_fn = lambda tok: world.dynamics(torch.cat([history, tok[:, None]], 1), acts)[:, -1]  # noqa: E731
-            masked = torch.full((1, d.tokens_per_frame), d.mask_id, device=world.device)
-            tokens = maskgit.decode_reference(logits_fn, masked, d.mask_id, steps=steps, generator=gen)
-            world.tokenizer.decode(torch.cat([history, tokens[:, None]], 1)[:, -world.config.tokenizer.decoder.window:])
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def bench_world(path: str, steps: int = 25, precision: str = "auto", frames: int = 8) -> dict[str, Any]:
-    """The ~10-second play benchmark of `genie-play info --bench` for one world."""
-    import torch
-
-    from ..devices import cpu_has_bf16, matmul_rate
-    from ..world import World
-
-    world = World.load(path, device="cpu", precision=precision)
-    flops = frame_flops(world.config, steps)
-    play = time_play(world, steps, frames)
-    # int8 is compared with the fastest float path this CPU has: its bf16 (else fp32) matmul rate,
-    # and a full recompute in that precision (the training-time forward has no int8 kernels).
-    baseline = world
-    if world.precision == "int8":
-        baseline = World.load(path, device="cpu", precision="bf16" if cpu_has_bf16() else "fp32")
-    dtype = torch.float32 if baseline.dynamics.head.weight.dtype == torch.float32 else torch.bfloat16
-    peak = matmul_rate(model_shapes(world.config), dtype)
-    sweep = {s: time_play(world, s, 3)["fps"] for s in sorted({1, 8, steps})}
-    full = time_full_recompute(baseline, steps, 1)
-    return {
-        "device": world.device_description, "attention": world.attention_path, "linears": world.linear_path, "rounds": world.frame_path, "threads": torch.get_num_threads(), "steps": steps,
-        "context_frames": world.config.dynamics.st.window, **{f"{k}_ms": v for k, v in play.items() if k != "fps"},
-        "fps": play["fps"], "gflop_per_frame": {k: v / 1e9 for k, v in flops.items()},
-        "dynamics_gflops": flops["dynamics"] / play["dynamics"] / 1e6, "matmul_gflops": peak,
-        "matmul_dtype": "fp32" if dtype == torch.float32 else "bf16", "full_recompute_ms": full,
-        "full_recompute_device": baseline.device_description, "fps_by_steps": sweep,
-    }
-
-
 def bench_text(b: dict[str, Any]) -> list[str]:
     sweep = "/".join(str(s) for s in b["fps_by_steps"])
     return [
         f"  bench ({b['device']}, {b['threads']} thread{'s' * (b['threads'] != 1)}, {b['steps']} MaskGIT steps, context {b['context_frames']} frames): "
         f"{b['fps']:.1f} frames/s = {b['total_ms']:.0f} ms/frame (dynamics {b['dynamics_ms']:.0f}, decode {b['decode_ms']:.0f}; "
-        f"encode {b['encode_ms']:.0f} per prompt); attention: {b['attention']}; linears: {b['linears']}; MaskGIT: {b['rounds']}",
+        f"encode {b['encode_ms']:.0f} per prompt)",
         f"    {b['gflop_per_frame']['dynamics'] + b['gflop_per_frame']['decode']:.1f} GFLOP/frame; dynamics at "
         f"{b['dynamics_gflops']:.0f} GFLOP/s = {100 * b['dynamics_gflops'] / b['matmul_gflops']:.0f}% of this CPU's "
         f"{b['matmul_dtype']} matmul rate at the model's shapes ({b['matmul_gflops']:.0f} GFLOP/s)",

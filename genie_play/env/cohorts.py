@@ -8,8 +8,8 @@ until one of them is reset on its own; such a cohort is then split, and each coh
 
 A row of a batch equals the single-frame path's result (tests/test_fast_path.py checks
 rollout_batch against rollout), so a cohort's rows are what GenieEnv gives for the same prompt and
-actions. This module is the one place the environments use World's batched internals
-(`_start`, `_sample_tokens`, `_advance`, the generator).
+actions. This module is the one place the environments use World's batched API (`World.start`,
+`World.advance`, `World.timings`).
 """
 from __future__ import annotations
 
@@ -34,21 +34,15 @@ def start(world: World, rows: np.ndarray, prompts: np.ndarray, noise_seed: int) 
     """A new cohort from prompts (B, H, W, 3) uint8 (checked by the caller), each recorded as
     frame 0 with the noise stream of `noise_seed`; returns it and the timings (ms) of the batch."""
     world.seed(noise_seed)
-    with torch.inference_mode():
-        state = world._start(np.ascontiguousarray(prompts, dtype=np.uint8))
+    state = world.start(np.ascontiguousarray(prompts, dtype=np.uint8))
     return Cohort(np.asarray(rows, dtype=np.int64), state), dict(world.last_timings)
 
 
 def advance(world: World, cohort: Cohort, actions: np.ndarray) -> tuple[Cohort, dict[str, float]]:
     """The cohort one frame on under actions (B,) (checked ints, in the cohort's row order), in
     one MaskGIT pass; returns the new cohort and the timings (ms) of the pass."""
-    state = cohort.state
-    world._generator.set_state(state.rng_state)  # the cohort's own place in its noise stream
-    with torch.inference_mode():
-        codes = world.action_codes[torch.from_numpy(np.asarray(actions, dtype=np.int64)).to(world.device)]
-        tokens, ctx = world._sample_tokens(state, codes)
-        state = world._advance(state, tokens, codes, ctx)
-    return Cohort(cohort.rows, state), {"encode": 0.0, **world._timings}
+    state = world.advance(cohort.state, actions)  # from the cohort's own place in its noise stream
+    return Cohort(cohort.rows, state), {"encode": 0.0, **world.timings}
 
 
 def subset(cohort: Cohort, keep: np.ndarray) -> Cohort:

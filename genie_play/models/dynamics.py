@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..devices import linear
 from .patches import PositionTable
 from .st_block import ContextKV, FrameKV, STConfig, STTransformer, init_weights
 
@@ -100,44 +99,38 @@ class DynamicsModel(nn.Module):
             return self.no_action.expand(batch, -1)
         return torch.cat([self.action_proj(row[None]) for row in action])
 
-    def _embed_frame(self, tokens: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """tokens (B, N), emb (B, D) -> (B, N or N+1, D)."""
-        return self._embed(tokens[:, None], emb[:, None])[:, 0]
-
-    def _embed_play(self, tokens: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """`_embed_frame` for the fast path, once per MaskGIT round: for "add", `_embed`'s sums in
-        its order, in place and without module calls (the same values bit for bit)."""
+    def embed_frame(self, tokens: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N), emb (B, D) from `frame_action` -> (B, N or N+1, D), the values `_embed`
+        gives (for "add", its sums in its order, in place and without module calls)."""
         if self.cfg.action_mode != "add":
-            return self._embed_frame(tokens, emb)
+            return self._embed(tokens[:, None], emb[:, None])[:, 0]
         x = F.embedding(tokens, self.tok_emb.weight)
         return x.add_(emb[:, None, :].to(x.dtype)).add_(self.pos.table.to(x.dtype))
 
-    def step(
-        self, tokens: torch.Tensor, action: torch.Tensor | None, context: ContextKV, reference: bool = False
-    ) -> tuple[torch.Tensor, FrameKV]:
-        """tokens (B, N) of the frame at context.position (mask id allowed), action (B, action_dim)
-        that led to it (None for the first frame) -> (logits (B, N, vocab), the frame's KV).
-        reference=True runs the plain path (STTransformer.step's per-block reference)."""
-        x = self._embed_frame(tokens, self.frame_action(action, tokens.shape[0]))
-        y, kv = self.transformer.step(x, context, reference=reference)
-        return self._logits(y), kv
-
-    def sample_logits(
-        self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV, positions: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """One MaskGIT round: tokens (B, N), emb (B, D) from `frame_action` -> logits (B, M, vocab)
-        for `positions` (B, M) only (all N if None). Revealed tokens are never resampled, so their
-        final norm, head (8% of a round's FLOPs at vocab 1024) and sampling work are skipped."""
-        y = self.transformer.run(self._embed_play(tokens, emb), context)
+    def logits_at(self, y: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """The cached step's output y (B, N or N+1, D) -> logits (B, M, vocab) of the tokens at
+        `positions` (B, M) (all N if None), through the final norm and the head."""
         if self.cfg.action_mode == "token":
             y = y[:, 1:]
         b, n, d = y.shape
         if positions is not None:  # rows of the flattened batch: a copy of M rows, cheaper than gather
             rows = (positions + torch.arange(0, b * n, n, device=y.device)[:, None]).view(-1)
             y = y.reshape(b * n, d).index_select(0, rows).view(b, -1, d)
-        return linear(self.head, y, norm=self.transformer.norm)
+        return self.head(self.transformer.norm(y))
+
+    def step(self, tokens: torch.Tensor, action: torch.Tensor | None, context: ContextKV) -> tuple[torch.Tensor, FrameKV]:
+        """tokens (B, N) of the frame at context.position (mask id allowed), action (B, action_dim)
+        that led to it (None for the first frame) -> (logits (B, N, vocab), the frame's KV)."""
+        y = self.transformer.step(self.embed_frame(tokens, self.frame_action(action, tokens.shape[0])), context)
+        return self.logits_at(y), context.frame_kv()
+
+    def sample_logits(self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """One MaskGIT round: tokens (B, N), emb (B, D) from `frame_action` -> logits (B, M, vocab)
+        for `positions` (B, M) only (all N if None). Revealed tokens are never resampled, so their
+        final norm, head (8% of a round's FLOPs at vocab 1024) and sampling work are skipped."""
+        return self.logits_at(self.transformer.step(self.embed_frame(tokens, emb), context), positions)
 
     def record(self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV) -> FrameKV:
         """The final tokens' keys/values (B, N) -> FrameKV, without the last layer's FFN and head."""
-        self.transformer.run(self._embed_play(tokens, emb), context, need_output=False)
+        self.transformer.step(self.embed_frame(tokens, emb), context, need_output=False)
         return context.frame_kv()

@@ -54,7 +54,7 @@ class Round(NamedTuple):
 def plan_rounds(num_masked: int, n: int, steps: int, temperature: float, generator: torch.Generator | None,
                 schedule: Callable[[float], float] = cosine_schedule, choice_temperature: float = 1.0) -> list[Round]:
     """Every round's schedule and random numbers for a frame of n positions, num_masked of them
-    masked, drawn from the generator (on the CPU) in `decode_reference`'s order: the same numbers
+    masked, drawn from the generator (on the CPU) in the order of the plain sampler (tests/reference.py): the same numbers
     and the same generator state after, whatever is left to reveal in a round."""
     rounds = []
     for s, keep_masked in enumerate(mask_counts(num_masked, steps, schedule)):
@@ -103,7 +103,7 @@ def decode(
     Every row must start with the same number of masked positions (true for a new frame). `pick`
     draws and scores the masked positions' tokens (`torch_pick`'s arguments and results).
 
-    With torch_pick, gives exactly `decode_reference`'s tokens and leaves the generator in the same state, but works
+    With torch_pick, gives exactly the plain sampler's tokens (tests/reference.py) and leaves the generator in the same state, but works
     on the M still-masked positions only (revealed ones are never resampled): the same uniforms are
     drawn for all N positions and indexed, and ranking the masked ones by confidence (stable, ties
     to the lower position) reveals the same tokens as ranking all N with +inf for the revealed."""
@@ -137,50 +137,4 @@ def decode(
         reveal = order[:, :reveal_count]
         tokens.scatter_(1, positions.gather(1, reveal), sampled.gather(1, reveal))
         positions = positions.gather(1, order[:, reveal_count:]).sort(dim=-1).values
-    return tokens
-
-
-def decode_reference(
-    logits_fn: Callable[[torch.Tensor], torch.Tensor],
-    tokens: torch.Tensor,
-    mask_id: int,
-    steps: int = 25,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    schedule: Callable[[float], float] = cosine_schedule,
-    choice_temperature: float = 1.0,
-) -> torch.Tensor:
-    """The plain sampler `decode` is tested against (same arguments, without masked_only).
-
-    temperature scales the sampling logits (0 = greedy); choice_temperature scales the Gumbel noise
-    on the confidences, annealed linearly to 0 over the rounds (MaskGIT's randomised ranking).
-    Every row must start with the same number of masked positions (true for a new frame)."""
-    if steps < 1:
-        raise ValueError("steps must be >= 1")
-    tokens = tokens.clone()
-    b, n = tokens.shape
-    masked = tokens == mask_id
-    counts = mask_counts(int(masked[0].sum()), steps, schedule)
-    for s, keep_masked in enumerate(counts):
-        logits = logits_fn(tokens).float()  # (B, N, V)
-        last = s == steps - 1
-        if temperature <= 0 or last:
-            sampled = logits.argmax(dim=-1)
-        else:
-            probs = (logits / temperature).softmax(dim=-1)
-            u = torch.rand((1, n, 1), generator=generator, device="cpu").to(probs.device)
-            sampled = torch.searchsorted(probs.cumsum(dim=-1), u.expand(b, n, 1).contiguous()).squeeze(-1)
-            sampled = sampled.clamp_(max=logits.shape[-1] - 1)
-        logp = logits.log_softmax(dim=-1).gather(-1, sampled[..., None]).squeeze(-1)  # (B, N)
-        noise_scale = choice_temperature * (1.0 - (s + 1) / steps)
-        if noise_scale > 0:
-            g = torch.rand((1, n), generator=generator, device="cpu").to(logp.device)
-            logp = logp + noise_scale * -torch.log(-torch.log(g.clamp(1e-20, 1.0 - 1e-7)))
-        confidence = torch.where(masked, logp, torch.full_like(logp, float("inf")))
-        # Rank of every position by confidence (0 = most confident); reveal all but keep_masked.
-        order = confidence.argsort(dim=-1, descending=True, stable=True)
-        rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=order.device).expand(b, n))
-        reveal = masked & (rank < n - keep_masked)
-        tokens = torch.where(reveal, sampled, tokens)
-        masked = masked & ~reveal
     return tokens

@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..devices import linear
-
-if TYPE_CHECKING:
-    from .play_kernels import FusedBlock, PlayKernels
 
 
 @dataclass
@@ -45,7 +40,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     """Attention over the last two dims. q (..., Lq, hd), k/v (..., Lk, hd), mask (Lq, Lk) bool keep."""
     if impl == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    # At L = 16..65 a plain matmul-softmax-matmul beats SDPA 1.5-3x on this CPU (CPU-NOTES.md),
+    # At L = 16..65 a plain matmul-softmax-matmul beats SDPA 1.5-3x on this CPU,
     # and 3-d bmm over (batch*heads) runs 2.5x faster than 4-d matmul for the many tiny
     # per-position problems of temporal attention.
     lead, lq, hd = q.shape[:-2], q.shape[-2], q.shape[-1]
@@ -144,31 +139,11 @@ class STBlock(nn.Module):
         xt = xt + self.ffn(self.norm_f(xt))
         return xt.view(b, n, t, d).transpose(1, 2)
 
-    def step(
-        self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Reference cached step (the plain path the fast one is tested against).
-
-        x (B, N, D) new frame; ctx_k/ctx_v (B*N, heads, L+1, hd) with the context in slots :L and
-        a scratch slot at L that this call overwrites with the new frame's key/value; cos/sin (1, hd)
-        for the new frame's position. Returns y (B, N, D) and the new frame's k, v (B*N, heads, 1, hd).
-        """
-        b, n, d = x.shape
-        x = self._spatial(x)
-        xt = x.reshape(b * n, 1, d)
-        q, k, v = self.temporal.project(self.norm_t(xt))
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        ctx_k[:, :, -1:] = k
-        ctx_v[:, :, -1:] = v
-        xt = xt + self.temporal.merge(attend(q, ctx_k, ctx_v, None, self.cfg.attention))
-        xt = xt + self.ffn(self.norm_f(xt))
-        return xt.view(b, n, d), k, v
-
-    # -- the fast play path: same arithmetic as `step` in fp32, a fraction of the operations ---------
-    def play_consts(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Per-frame constants: spatial and temporal q/k RMS gains stacked as (2, 1, hd) fp32, with
-        the attention scale folded into q's gain when that is exact (a power of two: 1/8 at hd 64),
-        and the scale still to apply (1.0 when folded)."""
+    # -- the cached step: one new frame against its context's keys/values -------------------------
+    def qk_gains(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Spatial and temporal q/k RMS gains, each (2, 1, hd) fp32, with the attention scale
+        folded into q's gain where that is exact (a power of two: 1/8 at hd 64), and the scale
+        still to apply (1.0 when folded)."""
         scale = self.spatial.head_dim**-0.5
         fold = math.log2(scale).is_integer()  # x*r*(w*s) == (x*r*w)*s bit for bit only then
         gains = []
@@ -176,6 +151,28 @@ class STBlock(nn.Module):
             g = torch.stack([att.q_norm.weight.float() * (scale if fold else 1.0), att.k_norm.weight.float()])
             gains.append(g[:, None, :])
         return gains[0], gains[1], 1.0 if fold else scale
+
+    def step(self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+             gains: tuple, need_output: bool = True) -> torch.Tensor | None:
+        """`forward` for one new frame: x (B, N, D); ctx_k/ctx_v (B*N, H, L+1, hd) fp32 with the
+        context in slots :L and a scratch slot at L that this call overwrites with the frame's
+        key/value; cos (hd,), sin (hd,) with the rotate-half sign folded in; gains: `qk_gains()`.
+        Returns y (B, N, D), or None without need_output (only the keys/values were wanted).
+        Computes what `forward` computes for the frame, in fewer operations: in fp32 the frames
+        equal those of the full forward over the window to float rounding (tests/test_models.py)."""
+        b, n, d = x.shape
+        gain_s, gain_t, scale = gains
+        qkv = self.spatial.qkv(F.layer_norm(x, (d,), self.norm_s.weight, self.norm_s.bias, self.norm_s.eps))
+        y = self._spatial_mix(qkv, b, n, gain_s, scale, ctx_k.dtype)
+        x = x.reshape(b * n, d) + self.spatial.out(y.to(x.dtype))  # (B*N, D): the temporal batch
+        qkv = self.temporal.qkv(F.layer_norm(x, (d,), self.norm_t.weight, self.norm_t.bias, self.norm_t.eps))
+        y = self._temporal_mix(qkv, gain_t, scale, cos, sin, ctx_k, ctx_v, need_output)
+        if not need_output:
+            return None
+        x = x + self.temporal.out(y.to(x.dtype))
+        lin1, act, lin2 = self.ffn
+        x = x + lin2(act(lin1(F.layer_norm(x, (d,), self.norm_f.weight, self.norm_f.bias, self.norm_f.eps))))
+        return x.view(b, n, d)
 
     def _qk(self, qk: torch.Tensor, gain: torch.Tensor, scale: float) -> torch.Tensor:
         """QK-norm of q and k at once: qk (..., 2, H, hd) -> fp32. The ops of F.rms_norm's CPU
@@ -186,72 +183,8 @@ class STBlock(nn.Module):
             out[..., 0, :, :] *= scale
         return out
 
-    def fuse(self, kernels: "PlayKernels") -> "FusedBlock | None":
-        """This block's play step as one C call (play_kernels.FusedBlock), when every linear of it
-        runs on the C int8 linear; None otherwise."""
-        linears = [self.spatial.qkv, self.spatial.out, self.temporal.qkv, self.temporal.out, self.ffn[0], self.ffn[2]]
-        packs = [m.__dict__.get("_packed") for m in linears]
-        if any(p is None or getattr(p, "kernels", None) is None for p in packs):
-            return None
-        from .play_kernels import FusedBlock
-
-        gain_s, gain_t, scale = self.play_consts()
-        norms = [(n.weight, n.bias, n.eps) for n in (self.norm_s, self.norm_t, self.norm_f)]
-        sources = [m.weight for m in linears] + [p for m in (self.norm_s, self.norm_t, self.norm_f, self.spatial, self.temporal)
-                                                 for p in m.parameters() if p.dim() == 1]  # norms, QK gains, biases
-        return FusedBlock(kernels, norms, [p.packed for p in packs], (gain_s[0, 0], gain_s[1, 0]), (gain_t[0, 0], gain_t[1, 0]),
-                          self.spatial.q_norm.eps, scale, self.cfg.heads, sources)
-
-    def current_fused(self) -> "FusedBlock | None":
-        """The block's fused C step (`fuse`), if installed and still built from the current weights."""
-        whole = self.__dict__.get("_fused")
-        return whole if whole is not None and whole.current() else None
-
-    def play_step(
-        self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-        consts: tuple, need_output: bool = True, ctx_kt: torch.Tensor | None = None,
-    ) -> torch.Tensor | None:
-        """`step` for play: x (B, N, D); ctx_k/ctx_v (B*N, H, L+1, hd), whose dtype is the one both
-        attentions run in (the World keeps fp32: these small batched products run up to 2.5x faster
-        in fp32 than in bf16 on the CPU); cos (hd,), sin (hd,) with the rotate-half sign folded in;
-        consts: `play_consts()`, plus the block's current fused C step or None (ContextKV.prepared),
-        which then runs the whole step. Linears go through devices.linear (prepacked bf16 / int8
-        kernels with fused SiLU and residual add when the World prepared them); norms are called functionally (a module call
-        costs more than a 64-row LayerNorm). Writes the frame's k/v into the scratch slot; returns
-        y (B, N, D), or None without need_output (only the keys/values were wanted). With fused
-        kernels installed (`STTransformer.use_kernels`), both attentions are one C call each and
-        ctx_kt (B*N, H, hd, L+1), the keys transposed, must be given (and is kept in step)."""
-        b, n, d = x.shape
-        whole = consts[3] if len(consts) > 3 else None  # the whole step as one C call (current_fused)
-        if whole is not None and ctx_kt is not None:
-            y = whole.step(x, ctx_k, ctx_kt, ctx_v, cos, sin, need_output)
-            return None if y is None else y.view(b, n, d)
-        gain_s, gain_t, scale = consts[:3]
-        ln_s, ln_t, ln_f = self.norm_s, self.norm_t, self.norm_f
-        fused = self.__dict__.get("_kernels")  # play_kernels.PlayKernels when the World installed them
-        # spatial attention among the frame's N tokens
-        qkv = linear(self.spatial.qkv, F.layer_norm(x, (d,), ln_s.weight, ln_s.bias, ln_s.eps))
-        if fused is not None:
-            y = fused.spatial(qkv.view(b, n, 3, self.cfg.heads, -1).float(), gain_s[0, 0], gain_s[1, 0], self.spatial.q_norm.eps, scale)
-        else:
-            y = self._spatial_mix(qkv, b, n, gain_s, scale, ctx_k.dtype)
-        x = linear(self.spatial.out, y.to(x.dtype), residual=x.reshape(b * n, d))  # (B*N, D): the temporal batch
-        # temporal attention of each position against its cached context
-        qkv = linear(self.temporal.qkv, F.layer_norm(x, (d,), ln_t.weight, ln_t.bias, ln_t.eps))
-        if fused is not None:
-            qkv = qkv.view(b * n, 3, self.cfg.heads, -1).float()
-            y = fused.temporal(qkv, gain_t[0, 0], gain_t[1, 0], self.spatial.q_norm.eps, scale, cos, sin, ctx_k, ctx_kt, ctx_v, need_output)
-        else:
-            y = self._temporal_mix(qkv, gain_t, scale, cos, sin, ctx_k, ctx_v, need_output)
-        if not need_output:
-            return None
-        x = linear(self.temporal.out, y.to(x.dtype), residual=x)
-        lin1, _, lin2 = self.ffn  # Linear, SiLU, Linear
-        x = linear(lin2, linear(lin1, F.layer_norm(x, (d,), ln_f.weight, ln_f.bias, ln_f.eps), act=True), residual=x)
-        return x.view(b, n, d)
-
     def _spatial_mix(self, qkv: torch.Tensor, b: int, n: int, gain: torch.Tensor, scale: float, att_dtype: torch.dtype) -> torch.Tensor:
-        """qkv (B*N, 3D) -> attention output (B*N, D) in att_dtype, with PyTorch operations."""
+        """qkv (B*N, 3D) -> attention output (B*N, D) in att_dtype."""
         h = self.cfg.heads
         hd = qkv.shape[-1] // (3 * h)
         qkv = qkv.view(b, n, 3, h, hd)
@@ -266,8 +199,8 @@ class STBlock(nn.Module):
         self, qkv: torch.Tensor, gain: torch.Tensor, scale: float, cos: torch.Tensor, sin: torch.Tensor,
         ctx_k: torch.Tensor, ctx_v: torch.Tensor, need_output: bool,
     ) -> torch.Tensor | None:
-        """qkv (R, 3D) -> attention output (R, D) against the cache, with PyTorch operations;
-        writes the new frame's key/value into the scratch slot first."""
+        """qkv (R, 3D) -> attention output (R, D) against the cache; writes the new frame's
+        key/value into the scratch slot first."""
         r, length, h = qkv.shape[0], ctx_k.shape[2], self.cfg.heads
         hd = qkv.shape[-1] // (3 * h)
         qkv = qkv.view(r, 3, h, hd)
@@ -306,56 +239,17 @@ class STTransformer(nn.Module):
             x = block(x, cos, sin, mask)
         return self.norm(x)
 
-    def step(self, x: torch.Tensor, context: "ContextKV", reference: bool = False) -> tuple[torch.Tensor, "FrameKV"]:
-        """x (B, N, D) for the frame at position context.position -> (y (B, N, D), its keys/values).
-        reference=True runs the plain per-block `step` (the path the fast one is tested against)."""
-        if not reference:
-            y = self.run(x, context)
-            return self.norm(y), context.frame_kv()
-        pos = torch.tensor([context.position], device=x.device)
-        cos, sin = rope_tables(pos, self.head_dim, self.cfg.rope_base)
-        new_kv = []
-        for block, (ck, cv) in zip(self.blocks, context.buffers):
-            x, k, v = block.step(x, ck, cv, cos, sin)
-            new_kv.append((k, v))
-        return self.norm(x), FrameKV(tuple(new_kv))
-
-    def run(self, x: torch.Tensor, context: "ContextKV", need_output: bool = True) -> torch.Tensor | None:
-        """The fast cached step: x (B, N, D) -> y (B, N, D) before the final norm (callers norm
-        only the rows they need), or None without need_output, which skips everything after the
-        last layer's temporal keys/values. The frame's keys/values stay in context's scratch slot
-        (`context.frame_kv()` copies them out). Runs the torch.compile'd layers if `compile_play`
-        installed them: they see tensors only (no per-frame Python values to recompile on)."""
-        cos, sin, consts = context.prepared(self)
-        layers = self.__dict__.get("_compiled_layers") or self.play_layers
-        keys_t = context.keys_transposed() if self.blocks[0].__dict__.get("_kernels") else [None] * len(self.blocks)
-        return layers(x, context.buffers, cos, sin, consts, need_output, keys_t)
-
-    def play_layers(self, x: torch.Tensor, buffers: list, cos: torch.Tensor, sin: torch.Tensor, consts: list,
-                    need_output: bool, keys_t: list) -> torch.Tensor | None:
+    def step(self, x: torch.Tensor, context: "ContextKV", need_output: bool = True) -> torch.Tensor | None:
+        """The cached forward of one frame: x (B, N, D) at context.position -> y (B, N, D) before
+        the final norm (callers norm only the rows they need), or None without need_output, which
+        skips everything after the last layer's temporal keys/values. The frame's keys/values
+        stay in the context's scratch slot (`context.frame_kv()` copies them out)."""
+        cos, sin = context.rope(self.cfg)
+        gains = context.constants(self)
         last = len(self.blocks) - 1
-        for i, (block, (ck, cv)) in enumerate(zip(self.blocks, buffers)):
-            x = block.play_step(x, ck, cv, cos, sin, consts[i], need_output or i < last, keys_t[i])
+        for i, (block, ck, cv) in enumerate(zip(self.blocks, context.keys, context.values)):
+            x = block.step(x, ck, cv, cos, sin, gains[i], need_output or i < last)
         return x
-
-    def use_kernels(self, kernels: "PlayKernels | None") -> None:
-        """Run the play path's attentions through fused C kernels (play_kernels.load()), or back
-        through PyTorch's operations with None. They compute in fp32 (as the PyTorch path does, from
-        bf16 activations too) and need the fp32 key/value cache of the fast engine. Blocks whose
-        linears all run on the C int8 linear (devices.pack_for_play first) run as one C call each."""
-        for block in self.blocks:
-            block.__dict__["_kernels"] = kernels
-            fused = block.fuse(kernels) if kernels is not None else None
-            block.__dict__.pop("_fused", None)
-            if fused is not None:
-                block.__dict__["_fused"] = fused
-
-    def compile_play(self, enable: bool = True) -> None:
-        """Install (or remove) a torch.compile'd `play_layers`, dynamic in the context length and
-        batch so one compilation serves the whole session. Compilation happens on first use."""
-        self.__dict__.pop("_compiled_layers", None)
-        if enable:
-            self.__dict__["_compiled_layers"] = torch.compile(self.play_layers, dynamic=True)
 
 
 @dataclass(frozen=True)
@@ -373,71 +267,51 @@ class FrameKV:
 
 
 class ContextKV:
-    """Contiguous per-layer buffers of the context frames' keys/values plus one scratch slot.
+    """Per-layer buffers of the context frames' keys/values (`keys`, `values`: (B*N, H, L+1, hd))
+    plus one scratch slot at L for the new frame, built once per new frame from the last window-1
+    FrameKVs: every MaskGIT round of that frame reads it and overwrites only the scratch slot.
+    `stacker` (engine.kernels.Library.stack_context) stacks each layer and its transposed keys
+    (`keys_t`, (B*N, H, hd, L+1), what the C kernels read) in one call: the same numbers."""
 
-    Built once per new frame from the last window-1 FrameKVs; every MaskGIT step of that frame reads
-    it and overwrites only the scratch slot, so no step allocates or recomputes context. It also
-    holds what the fast path derives once per frame (RoPE row of the position, fused norm gains).
-    With `stacker` (the play kernels) the C code stacks each layer and its transposed keys in one
-    call (the same numbers: pure copies).
-    """
-
-    def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple[int, int, int, int, torch.dtype, torch.device] | None = None,
-                 stacker: "PlayKernels | None" = None) -> None:
+    def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple | None = None, stacker=None) -> None:
         self.position = position
-        self.recorded = False  # the scratch slot holds the final tokens' keys/values (play_frame.FusedFrame)
-        self._prepared: tuple | None = None
-        self._keys_t: list[torch.Tensor] | None = None
-        buffers = []
-        stacked = [stacker.stack_context([f.layers[i] for f in frames]) for i in range(len(frames[0].layers))] if frames and stacker else []
-        if stacked and all(s is not None for s in stacked):  # the C kernels stack and transpose in one pass
-            self.buffers = [(k, v) for k, _, v in stacked]
-            self._keys_t = [kt for _, kt, _ in stacked]
-            return
+        self.recorded = False  # the scratch slot holds the final tokens' keys/values
+        self.keys_t: list[torch.Tensor] | None = None
+        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._constants: tuple | None = None
         if frames:
-            for layer in range(len(frames[0].layers)):
-                ks = [f.layers[layer][0] for f in frames]
-                vs = [f.layers[layer][1] for f in frames]
-                k, v = ks[0], vs[0]
-                ks.append(torch.empty_like(k))
-                vs.append(torch.empty_like(v))
-                buffers.append((torch.cat(ks, dim=2), torch.cat(vs, dim=2)))
+            depth = len(frames[0].layers)
+            if stacker is not None:
+                stacked = [stacker([f.layers[i] for f in frames]) for i in range(depth)]
+                self.keys, self.keys_t, self.values = ([s[j] for s in stacked] for j in range(3))
+                return
+            self.keys = [torch.cat([f.layers[i][0] for f in frames] + [torch.empty_like(frames[0].layers[i][0])], 2) for i in range(depth)]
+            self.values = [torch.cat([f.layers[i][1] for f in frames] + [torch.empty_like(frames[0].layers[i][1])], 2) for i in range(depth)]
         else:
             assert empty_like is not None, "no context frames: give the shape of one scratch slot"
             depth, rows, heads, head_dim, dtype, device = empty_like
-            for _ in range(depth):
-                buffers.append(
-                    (
-                        torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device),
-                        torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device),
-                    )
-                )
-        self.buffers = buffers
+            self.keys = [torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device) for _ in range(depth)]
+            self.values = [torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device) for _ in range(depth)]
+        if stacker is not None:
+            self.keys_t = [k.transpose(2, 3).contiguous() for k in self.keys]
 
-    def prepared(self, transformer: STTransformer) -> tuple:
-        """(cos (hd,), signed sin (hd,), per-block constants (play_consts + the fused block or None))
-        for the fast path, made once per frame."""
-        if self._prepared is None or self._prepared[0] is not transformer:
-            device = self.buffers[0][0].device
-            cos, sin = rope_tables(torch.tensor([self.position], device=device), transformer.head_dim, transformer.cfg.rope_base)
-            half = transformer.head_dim // 2
-            sin = torch.cat([-sin[0, :half], sin[0, half:]])  # rotate_half(x)*sin == roll(x)*signed sin
-            # per block: QK gains and scale, and the whole-block C step if it still matches the weights
-            # (checked here once per frame, not once per MaskGIT round)
-            consts = [(*block.play_consts(), block.current_fused()) for block in transformer.blocks]
-            self._prepared = (transformer, cos[0], sin, consts)
-        return self._prepared[1:]
+    def rope(self, cfg: STConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos (hd,) and sin (hd,) of the new frame's position, the rotate-half sign folded into sin."""
+        if self._rope is None:
+            hd = cfg.dim // cfg.heads
+            cos, sin = rope_tables(torch.tensor([self.position], device=self.keys[0].device), hd, cfg.rope_base)
+            self._rope = cos[0], torch.cat([-sin[0, : hd // 2], sin[0, hd // 2 :]])
+        return self._rope
 
-    def keys_transposed(self) -> list[torch.Tensor]:
-        """Per layer, the keys transposed (B*N, H, hd, L+1), made once per frame: the fused
-        temporal kernel reads scores along contiguous context slots (play_kernels.c)."""
-        if self._keys_t is None:
-            self._keys_t = [k.transpose(2, 3).contiguous() for k, _ in self.buffers]
-        return self._keys_t
+    def constants(self, transformer: STTransformer) -> list:
+        """Each block's `qk_gains()`, made once per frame (not once per MaskGIT round)."""
+        if self._constants is None or self._constants[0] is not transformer:
+            self._constants = (transformer, [block.qk_gains() for block in transformer.blocks])
+        return self._constants[1]
 
     def frame_kv(self) -> FrameKV:
         """Copy of the new frame's keys/values (the scratch slot) as an immutable FrameKV."""
-        return FrameKV(tuple((k[:, :, -1:].clone(), v[:, :, -1:].clone()) for k, v in self.buffers))
+        return FrameKV(tuple((k[:, :, -1:].clone(), v[:, :, -1:].clone()) for k, v in zip(self.keys, self.values)))
 
 
 def count_params(module: nn.Module) -> int:
@@ -451,12 +325,3 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.normal_(m.weight, mean=0.0, std=std)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-def st_block_flops(cfg: STConfig, tokens: int, context: int) -> float:
-    """Multiply-add FLOPs (x2) of one cached step of `tokens` tokens per frame against `context` frames."""
-    d = cfg.dim
-    matmuls = tokens * (3 * d * d + d * d) * 2 + tokens * int(cfg.mlp_ratio * d) * d * 2  # spatial, temporal, FFN
-    attn = 2 * tokens * tokens * d + 2 * tokens * (context + 1) * d
-    return 2.0 * cfg.depth * (matmuls + attn)
-

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ..devices import linear
 from .patches import PositionTable, patchify, to_unit, unpatchify
 from .st_block import ContextKV, FrameKV, STConfig, STTransformer, init_weights
 from .vq import VectorQuantizer, VQConfig, VQOutput
@@ -76,12 +75,17 @@ class Tokenizer(nn.Module):
         """tokens (B, T, N) -> frames (B, T, H, W, 3) float in [0, 1] (banded over long videos)."""
         return self.decode_codes(self.vq.lookup(tokens)).clamp(0, 1)
 
-    def decode_step(self, tokens: torch.Tensor, context: ContextKV, reference: bool = False) -> tuple[torch.Tensor, FrameKV]:
-        """One new frame's tokens (B, N) against cached context -> (frame (B, H, W, 3) in [0,1], its KV).
-        reference=True runs the plain cached path (the fast one is tested against it)."""
-        x = self.dec_pos(self.dec_in(self.vq.lookup(tokens)))
-        y, kv = self.decoder.step(x, context, reference=reference)
-        return self._pixels(linear(self.dec_out, y)[:, None])[:, 0].clamp(0, 1), kv
+    def decoder_input(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One frame's tokens (B, N) -> the decoder's input (B, N, D)."""
+        return self.dec_pos(self.dec_in(self.vq.lookup(tokens)))
+
+    def decoder_pixels(self, y: torch.Tensor) -> torch.Tensor:
+        """The decoder's cached step output y (B, N, D), before its final norm -> frame (B, H, W, 3) in [0, 1]."""
+        return self._pixels(self.dec_out(self.decoder.norm(y))[:, None])[:, 0].clamp(0, 1)
+
+    def decode_step(self, tokens: torch.Tensor, context: ContextKV) -> tuple[torch.Tensor, FrameKV]:
+        """One new frame's tokens (B, N) against cached context -> (frame (B, H, W, 3) in [0,1], its KV)."""
+        return self.decoder_pixels(self.decoder.step(self.decoder_input(tokens), context)), context.frame_kv()
 
     def _pixels(self, patches: torch.Tensor) -> torch.Tensor:
         h, w = self.cfg.frame_size

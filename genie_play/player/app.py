@@ -279,7 +279,7 @@ class App(Controls):
         self.keymap = self.table.keymap()
         if self.table.notice:
             self.say(self.table.notice, hud.ERROR)
-        self.state.device = info.device_description
+        self.state.device, self.state.plan = info.device_description, info.plan
         self.state.steps, self.state.temperature = info.sampling.get("steps"), info.sampling.get("temperature")
         while self._early_keys:  # presses made while loading, in order
             key = self._early_keys.popleft()

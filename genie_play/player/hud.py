@@ -26,6 +26,7 @@ class HudState:
 
     world_name: str = ""
     device: str = ""
+    plan: str = ""  # engine.Plan.short(): how frames are computed
     legend: list[tuple[str, str]] = field(default_factory=list)  # (keys, label) per action
     step: int = 0
     last_action: int | None = None
@@ -58,6 +59,8 @@ def hud_lines(s: HudState) -> list[tuple[str, tuple[int, int, int]]]:
     if t:
         split = " / ".join(f"{t.get(k, 0.0):.0f}" for k in ("encode", "dynamics", "decode"))
         lines.append((f"enc/dyn/dec {split} ms", DIM))
+    if s.plan:
+        lines.append((f"engine: {s.plan}", DIM))
     steps = "?" if s.steps is None else str(s.steps)
     temp = "?" if s.temperature is None else f"{s.temperature:.2f}"
     lines.append((f"MaskGIT steps {steps} (-/=)  temp {temp} ([/])", TEXT))

@@ -1,4 +1,4 @@
-/* int8 linear layers for the CPU play path (play_kernels.py compiles this file with play_kernels.c).
+/* int8 linear layers for the CPU play path (engine/build.py compiles it with the other kernels).
  *
  * y = x W^T + b, then optionally SiLU, then optionally + residual, with W quantised once per output
  * channel to int8 (symmetric, 127 levels each side) and x quantised per row, at every call, to 7
@@ -58,7 +58,7 @@ static int amx_ready = 0;
 
 int gp_linear_available(void) { return GP_HAVE_AVX2 || GP_HAVE_VNNI512; }
 
-/* 1 where the product runs on AVX-512 VNNI, 0 on AVX2 (play_kernels.py names the path). */
+/* 1 where the product runs on AVX-512 VNNI, 0 on AVX2 (the plan names the ISA). */
 int gp_linear_vnni(void) { return GP_HAVE_VNNI512; }
 
 /* Run products with k % 64 == 0 and n % 32 == 0 on AMX from now on (their 32-row blocks), or not

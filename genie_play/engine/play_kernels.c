@@ -1,4 +1,4 @@
-/* Fused fp32 attention kernels for the play path (play_kernels.py compiles this file and calls it).
+/* Fused fp32 attention kernels for the play path (engine/build.py compiles it, engine/kernels.py calls it).
  *
  * Eager PyTorch runs each MaskGIT round's attention as ~30 small operations per layer (QK-norm,
  * RoPE, two batched products, softmax, casts, copies), each costing 5-30 us of dispatch and
@@ -188,14 +188,6 @@ void gp_spatial_body(const float *qkv, int items, int n, int heads, int hd, cons
     }
 }
 
-/* gp_spatial_body on `threads` threads; scratch for that many. */
-void gp_spatial_attention(const float *qkv, int items, int n, int heads, int hd, const float *gain_q, const float *gain_k,
-                          float eps, float scale, float *out, float *scratch, int threads) {
-    (void)threads;
-#pragma omp parallel num_threads(threads)
-    gp_spatial_body(qkv, items, n, heads, hd, gain_q, gain_k, eps, scale, out, scratch);
-}
-
 /* Stack `frames` context frames' keys/values for the temporal kernel, in one pass: k_frames[l] and
  * v_frames[l] (pairs, hd), pairs = rows * heads, the frame l of the context (oldest first) ->
  * ctx_k / ctx_v (pairs, frames + 1, hd) and ctx_kt (pairs, hd, frames + 1), slot `frames` left
@@ -256,12 +248,3 @@ void gp_temporal_body(const float *qkv, int rows, int heads, int hd, const float
     }
 }
 
-/* gp_temporal_body on `threads` threads. */
-void gp_temporal_attention(const float *qkv, int rows, int heads, int hd, const float *gain_q, const float *gain_k,
-                           float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k,
-                           float *ctx_kt, float *ctx_v, int length, int need_output, float *out, int threads) {
-    (void)threads;
-#pragma omp parallel num_threads(threads)
-    gp_temporal_body(qkv, rows, heads, hd, gain_q, gain_k, eps, scale, cos_t, sin_t, ctx_k, ctx_kt, ctx_v, length,
-                     need_output, out);
-}

@@ -1,4 +1,4 @@
-/* A whole frame of MaskGIT play in one call (play_kernels.py compiles this with the other kernels).
+/* A whole frame of MaskGIT play in one call (engine/build.py compiles it with the other kernels).
  *
  * With every block fused (play_block.c), a MaskGIT round is still a dozen calls from Python: the
  * embedding sums, three block steps, the masked rows' final norm, the head, the draw, the ranking

@@ -1,4 +1,4 @@
-/* MaskGIT's per-round pick in one call (play_kernels.py compiles this with the other kernels).
+/* MaskGIT's per-round pick in one call (engine/build.py compiles it with the other kernels).
  *
  * For each masked position the sampler draws a token from softmax(logits / temperature) (or takes
  * the argmax) and scores it with its log-probability plus annealed Gumbel noise. In PyTorch that is

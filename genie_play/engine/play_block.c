@@ -1,4 +1,4 @@
-/* One ST block of a play step in one call (play_kernels.py compiles this with the other kernels).
+/* One ST block of a play step in one call (engine/build.py compiles it with the other kernels).
  *
  * With the int8 C linears and the fused attentions, a block's step is still ~14 calls from Python
  * (three LayerNorms, six linears, two attentions, the casts between them), and each call that uses
