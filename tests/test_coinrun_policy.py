@@ -75,3 +75,24 @@ def test_coinrun_held_data_never_crosses_a_reset(tmp_path) -> None:
         # a new hold starts with the episode, and every hold but the one cut by its end lasts 4+ frames
         assert all(n >= 4 for _, n in inner[:-1]), (e, inner)
     assert cli_main(["data", "coinrun", "--out", str(tmp_path / "x"), "--hold", "6:2", "--frames", "10"]) == 2
+
+
+def test_frame_skip_is_recorded_and_never_mixed(tmp_path) -> None:
+    pytest.importorskip("procgen")
+    from genie_play.train.data import open_dataset
+
+    out = tmp_path / "skip"
+    base = ["data", "coinrun", "--out", str(out), "--levels", "0:40", "--frames", "200", "--envs", "4",
+            "--max-episode-frames", "40", "--hold", "2:3"]
+    assert cli_main([*base, "--frame-skip", "3", "--seed", "1"]) == 0
+    data = open_dataset(out)
+    assert data.frame_skip == 3 and "skip=3" in data.episodes[0]["source"]
+    moved = [np.abs(data.episode_frames(e)[1:].astype(int) - data.episode_frames(e)[:-1]).mean() for e in range(3)]
+    assert cli_main([*base, "--frame-skip", "2", "--seed", "2"]) == 2  # one dataset, one speed
+    assert cli_main([*base, "--frame-skip", "3", "--seed", "2"]) == 0  # the same skip appends
+    one = tmp_path / "one"
+    assert cli_main([*base[:3], str(one), *base[4:], "--seed", "1"]) == 0
+    assert open_dataset(one).frame_skip == 1
+    still = [np.abs(open_dataset(one).episode_frames(e)[1:].astype(int) - open_dataset(one).episode_frames(e)[:-1]).mean()
+             for e in range(3)]
+    assert np.mean(moved) > np.mean(still)  # three game steps per frame move the view more than one

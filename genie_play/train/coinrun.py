@@ -62,10 +62,12 @@ def ranges_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
 def generate_episodes(levels: tuple[int, int], num_frames: int, seed: int = 0, mode: str = "hard",
                       max_episode_frames: int = 500, min_episode_frames: int = 16,
                       num_envs: int = 16, policy: str = "random",
-                      hold: tuple[int, int] | None = None) -> Iterator[Episode]:
+                      hold: tuple[int, int] | None = None, frame_skip: int = 1) -> Iterator[Episode]:
     """Yield complete (or capped) episodes until at least `num_frames` frames have been yielded.
 
-    Deterministic in all its arguments. `policy` and `hold` are `coinrun_policy.make_policy`'s. Episodes
+    Deterministic in all its arguments. `policy` and `hold` are `coinrun_policy.make_policy`'s; with
+    `frame_skip` k every kept frame is k game steps after the previous one (the action is repeated
+    for the k steps; an episode that ends inside them starts the next episode at the kept frame). Episodes
     still running when the target is reached are dropped, as are episodes shorter than
     `min_episode_frames` (too short for a training clip).
     """
@@ -78,6 +80,7 @@ def generate_episodes(levels: tuple[int, int], num_frames: int, seed: int = 0, m
     level = [0] * num_envs
     capped = [False] * num_envs  # True while skipping the rest of an episode past the cap
     emitted = 0
+    ended = np.zeros(num_envs, bool)  # an episode ended inside the skipped steps
 
     def finish(e: int) -> Episode | None:
         ep = None
@@ -90,6 +93,7 @@ def generate_episodes(levels: tuple[int, int], num_frames: int, seed: int = 0, m
 
     while emitted < num_frames:
         _, obs, first = env.observe()
+        first = first | ended
         rgb = obs["rgb"]  # (num_envs, 64, 64, 3) uint8
         info = env.get_info()
         act = actor.act(first)
@@ -114,4 +118,8 @@ def generate_episodes(levels: tuple[int, int], num_frames: int, seed: int = 0, m
                     yield ep
             if emitted >= num_frames:
                 return
-        env.act(act.astype(np.int32))
+        ended[:] = False
+        for k in range(frame_skip):
+            env.act(act.astype(np.int32))
+            if k < frame_skip - 1:
+                ended |= env.observe()[2]

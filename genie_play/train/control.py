@@ -82,24 +82,26 @@ def _make_env(levels: tuple[int, int], num: int, seed: int, mode: str):
                      num_levels=levels[1] - levels[0], rand_seed=int(seed))
 
 
-def real_futures(futures_env, state: bytes, horizon: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """From `state`, hold each class's procgen action for `horizon` frames in `futures_env` (6 envs).
-    Returns (the frame at the state (H, W, 3), futures (6, K, H, W, 3), whether an episode ended)."""
+def real_futures(futures_env, state: bytes, horizon: int, frame_skip: int = 1) -> tuple[np.ndarray, np.ndarray, bool]:
+    """From `state`, hold each class's procgen action for `horizon` frames in `futures_env` (6 envs),
+    each frame `frame_skip` game steps after the last (the data's frame skip). Returns (the frame at
+    the state (H, W, 3), futures (6, K, H, W, 3), whether an episode ended)."""
     futures_env.set_state([state] * NUM_CLASSES)
     prompt = futures_env.observe()[1]["rgb"][0].copy()
     actions = np.asarray(CLASS_TO_PROCGEN, np.int32)
     frames, ended = [], False
     for _ in range(horizon):
-        futures_env.act(actions)
-        _, obs, first = futures_env.observe()
+        for _ in range(frame_skip):
+            futures_env.act(actions)
+            _, obs, first = futures_env.observe()
+            ended |= bool(np.any(first))
         frames.append(obs["rgb"].copy())  # (6, H, W, 3)
-        ended |= bool(np.any(first))
     return prompt, np.stack(frames, axis=1), ended
 
 
 def collect_states(levels: tuple[int, int], clips: int, seed: int = 0, mode: str = "hard", horizon: int = 8,
                    prefix_max: int = 60, settle: int = 16, num_envs: int = 8,
-                   max_frames: int | None = None) -> ControlStates:
+                   max_frames: int | None = None, frame_skip: int = 1) -> ControlStates:
     """`clips` saved states (see the module docstring), deterministic in all arguments.
     GenieError if procgen is missing or `max_frames` environment frames do not yield enough states."""
     if clips < 1 or horizon < 1 or prefix_max < 0 or settle < 0:
@@ -129,7 +131,7 @@ def collect_states(levels: tuple[int, int], clips: int, seed: int = 0, mode: str
                 left[e] = -1
                 if len(out["states"]) >= clips:
                     break
-                prompt, real, ended = real_futures(futures_env, saved[e], horizon)
+                prompt, real, ended = real_futures(futures_env, saved[e], horizon, frame_skip)
                 if ended:
                     skipped["episode ended in a real future"] += 1
                 elif any(np.array_equal(real[a], real[b]) for a in range(NUM_CLASSES) for b in range(a)):
@@ -146,7 +148,7 @@ def collect_states(levels: tuple[int, int], clips: int, seed: int = 0, mode: str
         if frames_played > max_frames:
             raise GenieError(f"only {len(out['states'])} of {clips} CoinRun states after {frames_played} frames "
                              f"on levels {levels[0]}:{levels[1]} ({skipped}); try other levels or fewer clips")
-    settings = {"levels": list(levels), "mode": mode, "seed": int(seed), "horizon": int(horizon),
+    settings = {"levels": list(levels), "mode": mode, "seed": int(seed), "horizon": int(horizon), "frame_skip": int(frame_skip),
                 "prefix_max": int(prefix_max), "settle": int(settle)}
     return ControlStates(np.stack(out["prompts"]), np.stack(out["real"]), out["states"],
                          np.asarray(out["level_seeds"]), np.asarray(out["prefix_frames"]), settings, skipped)
@@ -331,7 +333,7 @@ def format_control_report(r: dict) -> str:
     per = lambda d: "  ".join(f"{k} {v:.2f}" for k, v in d.items())  # noqa: E731
     lines = [
         f"control clips: {r['clips']} ({levels}, {st.get('mode', '?')} mode, {r.get('level_seeds_distinct', '?')} distinct "
-        f"levels), horizon {r['horizon']}, seed {r.get('seed')}, MaskGIT steps {r['sampling']['steps']}, "
+        f"levels), horizon {r['horizon']} frames of {st.get('frame_skip', 1)} game step(s), seed {r.get('seed')}, MaskGIT steps {r['sampling']['steps']}, "
         f"temperature {r['sampling']['temperature']}",
         f"states: held-policy prefix of 0..{st.get('prefix_max', '?')} frames, then idle {st.get('settle', '?')} "
         f"frames; skipped: {skipped}",

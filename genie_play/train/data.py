@@ -3,7 +3,8 @@
 A dataset is a folder::
 
     index.json          {"format": "genie-play-data/1", "frame_size": [H, W], "shards": [...],
-                         "episodes": [...], "level_ranges": {"train": [[a, b]], "heldout": [...]}}
+                         "episodes": [...], "level_ranges": {"train": [[a, b]], "heldout": [...]},
+                         "frame_skip": k (optional, default 1: game steps per stored frame)}
     shard_00000.npy     uint8 frames (N, H, W, 3), plain .npy so it can be memory-mapped
     actions_00000.npy   optional int16 (N,) true actions: actions[i] was taken between frame i and
                         i + 1 of the same episode; -1 where unknown (and on every episode's last frame)
@@ -90,6 +91,7 @@ class Dataset:
         self.shards: list[dict[str, Any]] = index["shards"]
         self.episodes: list[dict[str, Any]] = index["episodes"]
         self.level_ranges: dict[str, list[list[int]]] = index.get("level_ranges", {})
+        self.frame_skip = int(index.get("frame_skip", 1))  # game steps between stored frames
         self._frames: dict[int, np.ndarray] = {}
         self._actions: dict[int, np.ndarray | None] = {}
 
@@ -203,6 +205,15 @@ class DatasetWriter:
         ranges = self.level_ranges().setdefault(split, [])
         if [start, stop] not in ranges:
             ranges.append([start, stop])
+
+    def set_frame_skip(self, skip: int) -> None:
+        """Record that each stored frame is `skip` game steps after the previous one; a dataset holds
+        one frame skip only (its clips would otherwise mix two speeds)."""
+        have = int(self.index.get("frame_skip", 1))
+        if self.episodes() and have != skip:
+            raise BadDataError(f"{self.folder}: holds frames {have} game step(s) apart, not {skip}; "
+                               f"use another --out folder or --overwrite")
+        self.index["frame_skip"] = int(skip)
 
     # --- writing ---
     def append_episode(self, frames: np.ndarray, actions: np.ndarray | None = None, split: str = "train",

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="held (default): one of idle/left/right/jump/jump left/jump right held for --hold frames; "
                         "random: a uniform random procgen action every frame (the Genie paper's data)")
     c.add_argument("--hold", default="4:12", help="held policy: frames an action is held, MIN:MAX (default 4:12)")
+    c.add_argument("--frame-skip", type=int, default=1,
+                   help="game steps per stored frame (the action repeats for each; default 1)")
 
     i = sub.add_parser("import", help="import videos, animated GIFs/WebPs and folders of numbered images")
     i.add_argument("paths", nargs="+", type=Path, help="files or folders (folders are searched)")
@@ -87,6 +89,8 @@ def run_coinrun(args: argparse.Namespace) -> int:
     if args.max_episode_frames < 2 or min(f for _, _, f in jobs) < 1:
         raise GenieError("--frames, --heldout-frames must be >= 1 and --max-episode-frames >= 2")
     hold = _parse_hold(args.hold)
+    if not 1 <= args.frame_skip <= 16:
+        raise GenieError(f"--frame-skip {args.frame_skip} must be between 1 and 16")
     import_procgen()  # fail before creating any folder when procgen is missing
     with DatasetWriter(args.out, (64, 64), shard_bytes=args.shard_mb * 2**20, overwrite=args.overwrite) as writer:
         for split, levels, _ in jobs:
@@ -98,6 +102,7 @@ def run_coinrun(args: argparse.Namespace) -> int:
             source = _coinrun_source(args, levels, hold)
             if source in writer.sources():
                 raise GenieError(f"{args.out}: already holds {source}; use another --seed or --overwrite")
+        writer.set_frame_skip(args.frame_skip)
         for split, levels, num_frames in jobs:
             writer.add_level_range(split, *levels)
             source = _coinrun_source(args, levels, hold)
@@ -105,7 +110,7 @@ def run_coinrun(args: argparse.Namespace) -> int:
             for ep in generate_episodes(levels, num_frames, seed=args.seed, mode=args.mode,
                                         max_episode_frames=args.max_episode_frames,
                                         min_episode_frames=args.min_episode_frames, num_envs=args.envs,
-                                        policy=args.policy, hold=hold):
+                                        policy=args.policy, hold=hold, frame_skip=args.frame_skip):
                 writer.append_episode(ep.frames, ep.actions, split=split, source=source, level=ep.level)
                 bar.update(len(ep.frames))
             bar.close()
@@ -128,7 +133,8 @@ def _coinrun_source(args: argparse.Namespace, levels: tuple[int, int], hold: tup
     """The dataset's name for one generated level range; the policy is part of it (the random
     policy's name is the one v0.1-v0.4's datasets carry)."""
     source = f"coinrun/{args.mode}/seed={args.seed}/levels={levels[0]}:{levels[1]}"
-    return source if args.policy == "random" else source + f"/policy={args.policy}:{hold[0]}-{hold[1]}"
+    source += "" if args.policy == "random" else f"/policy={args.policy}:{hold[0]}-{hold[1]}"
+    return source + (f"/skip={args.frame_skip}" if args.frame_skip > 1 else "")
 
 
 def run_import(args: argparse.Namespace) -> int:
