@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 from collections.abc import Sequence
 
-from ..errors import BadSettingError
+from .errors import BadSettingError
 
 # The player's control keys (name -> command). They are never bound to an action.
 CONTROL_KEYS: dict[str, str] = {

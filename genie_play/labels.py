@@ -2,12 +2,12 @@
 
 One file per world, named by the world's identity (the SHA-256 of its tensor bytes), under
 ``<user_config_dir>/worlds/<world_id>.json``. It holds only what the user changed; the bundle's
-default labels and the default keys (player/keymap.py) apply to everything else. Format::
+default labels and the default keys (keymap.py) apply to everything else. Format::
 
     {"format": "genie-play-labels/1", "world_id": "<sha256 hex>", "world_name": "coinrun",
      "num_actions": 8, "labels": {"3": "jump"}, "keys": {"3": ["4", "j"]}, "saved_at": "..."}
 
-Writes are atomic (temp file + fsync + os.replace), so concurrent writers never leave a torn file:
+Writes are atomic (fileio.atomic_write: temp file + fsync + os.replace), so concurrent writers never leave a torn file:
 the last write wins whole. A file that cannot be parsed or breaks a rule (unknown format, a key on
 two actions, an action without keys, ...) is moved aside to ``<name>.corrupt-<timestamp>``, reported
 in ``ActionLabels.notice``, and the defaults apply. Nothing here needs torch or pygame.
@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import BadSettingError, GenieError, OutputError
-from .player.keymap import CONTROL_KEYS, KeyMap, check_bindings, default_key_bindings, key_display, parse_key
+from .fileio import atomic_write
+from .keymap import CONTROL_KEYS, KeyMap, check_bindings, default_key_bindings, key_display, parse_key
 
 LABELS_FORMAT = "genie-play-labels/1"
 MAX_LABEL_CHARS = 40
@@ -39,24 +39,6 @@ def labels_dir(config_dir: str | os.PathLike | None = None) -> Path:
 
         config_dir = user_config_dir()
     return Path(config_dir) / "worlds"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a whole file or nothing: temp file in the same folder, fsync, os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def clean_label(text: str) -> str:
@@ -262,7 +244,7 @@ class ActionLabels:
         """Write the table (atomically) to its per-world file, or to `path` (an export)."""
         target = Path(path) if path is not None else self.path
         try:
-            atomic_write_text(target, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
+            atomic_write(target, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
         except OSError as err:
             raise OutputError(f"cannot write labels file {target}: {err.strerror}; check the folder is writable") from err
         return target

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from genie_play.player.hud import HudState, rate_line
-from genie_play.player.keymap import KeyMap, check_bindings, default_key_bindings, direction_actions
+from genie_play.keymap import KeyMap, check_bindings, default_key_bindings, direction_actions
 from genie_play.player.session import FrameTimer, RateMeter
 
 COINRUN = ["idle", "jump right", "jump left", "right", "jump", "step right", "drop", "stay"]

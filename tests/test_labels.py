@@ -9,7 +9,7 @@ import pytest
 from genie_play.cli import main as cli_main
 from genie_play.errors import BadSettingError
 from genie_play.labels import LABELS_FORMAT, ActionLabels, BadLabelsFileError, read_label_list
-from genie_play.player.keymap import KeyMap, check_bindings, default_key_bindings, parse_key
+from genie_play.keymap import KeyMap, check_bindings, default_key_bindings, parse_key
 
 WORLD_A = "a" * 64
 WORLD_B = "b" * 64

@@ -25,7 +25,7 @@ from .canvas import ColourCounter  # noqa: E402
 from .controls import Controls  # noqa: E402
 from .explorer import Explorer  # noqa: E402
 from .gamepad import Gamepads  # noqa: E402
-from .keymap import canonical_key, control_command  # noqa: E402
+from ..keymap import canonical_key, control_command  # noqa: E402
 from .options import PlayOptions, open_window  # noqa: E402,F401 -- PlayOptions is part of this module's API
 from .session import FileWriter, FrameTimer, HeldKeys, PromptList, RateMeter, Recorder  # noqa: E402
 from .sketch import SketchView  # noqa: E402

@@ -17,7 +17,7 @@ import pygame
 from ..errors import GenieError
 from ..labels import ActionLabels
 from .hud import ACCENT, BG, DIM, ERROR, OK, TEXT, array_to_surface, blit_scaled, draw_text, fit_rect
-from .keymap import canonical_key, key_display
+from ..keymap import canonical_key, key_display
 
 COLUMNS = 4
 MAX_FRAMES = 16
