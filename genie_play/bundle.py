@@ -1,4 +1,4 @@
-"""World bundles: one `NAME.safetensors` file = one playable world (DESIGN.md section 2).
+"""World bundles: one `NAME.safetensors` file = one playable world (docs/architecture.md).
 
 Layout: safetensors with tensors namespaced `tokenizer.*`, `dynamics.*`, `actions.*` and
 optionally `lam.*`, and string metadata::
@@ -18,20 +18,19 @@ torch is imported only inside the functions that make tensors: `genie-play info`
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
 import os
 import struct
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import paths
 from .errors import BadBundleError, OutputError, WorldNotFoundError
+from .fileio import atomic_path
+from .safetensors_header import DTYPE_SIZES, HeaderError, TensorInfo, read_raw, tensor_infos
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -42,15 +41,6 @@ FORMAT_MAJOR = 1
 SUFFIX = ".safetensors"
 DEFAULT_WORLD = "coinrun"
 NAMESPACES = ("tokenizer.", "dynamics.", "actions.", "lam.")
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # a real header is a few kB; anything larger is a lie
-
-# safetensors dtype -> bytes per element (sub-byte and exotic types are refused)
-DTYPE_SIZES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
-}
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
 # names people write for dtypes -> safetensors names (for check_tensors' `expected`)
 _DTYPE_ALIASES = {
@@ -59,16 +49,6 @@ _DTYPE_ALIASES = {
     "int64": "I64", "long": "I64", "int32": "I32", "int": "I32", "int16": "I16", "short": "I16",
     "int8": "I8", "uint8": "U8", "bool": "BOOL", "uint16": "U16", "uint32": "U32", "uint64": "U64",
 }
-
-
-@dataclass
-class TensorInfo:
-    """One tensor as the header describes it; `begin`/`end` are offsets in the data section."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
 
 
 @dataclass
@@ -117,54 +97,6 @@ class WorldEntry:
 
 
 # ---------------------------------------------------------------------------------------- writing
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path` to write to; on success fsync it and os.replace it onto `path`.
-
-    A crash or kill before the replace leaves at most a hidden `.NAME.*.tmp` file beside it, never
-    a partial `path`; an exception removes the temp file and keeps any earlier `path` intact.
-    OSErrors (folder not writable, disk full) become a one-line OutputError.
-    """
-    path = Path(path)
-    tmp: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        yield tmp
-        try:  # mkstemp (and safetensors) make 0600 files; keep the old file's mode, or the usual 0644
-            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        except OSError:
-            pass
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as err:
-        raise _write_error(path, err) from err
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-    try:  # make the rename itself durable (not possible on every platform)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def _write_error(path: Path, err: OSError) -> OutputError:
-    reason = err.strerror or str(err) or type(err).__name__
-    if err.errno == errno.ENOSPC:
-        fix = "free some disk space or write elsewhere"
-    else:
-        fix = "choose a folder you can write to"
-    return OutputError(f"{path}: cannot write ({reason}); {fix}")
 
 
 def _metadata(config: dict, labels: list[str] | None, card: dict | None) -> dict[str, str]:
@@ -232,22 +164,6 @@ def _bad(path: Path, what: str, fix: str = "re-download or re-export the world")
     return BadBundleError(f"{path}: {what}; {fix}")
 
 
-def _sniff(path: Path, head: bytes) -> str | None:
-    """A friendlier name for common non-bundles, from their first bytes."""
-    if head.startswith(b"PK\x03\x04"):
-        return "is a zip archive (a PyTorch .pt/.pth checkpoint?), not a world bundle; genie-play never unpickles files"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "is a Python pickle (a PyTorch checkpoint?), not a world bundle; genie-play never unpickles files"
-    low = head.lstrip().lower()
-    if low.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<!--")):
-        return "is an HTML/XML page (a failed download?), not a world bundle"
-    if head.startswith((b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"BM")) or head[8:12] == b"WEBP":
-        return "is an image, not a world bundle (a prompt image goes before --world, not after it)"
-    if head.startswith(b"version https://git-lfs"):
-        return "is a Git LFS pointer, not the world itself (run `git lfs pull`)"
-    return None
-
-
 def _parse_format(path: Path, fmt: str) -> None:
     if not fmt.startswith(FORMAT_PREFIX):
         raise _bad(path, f"format {fmt[:40]!r} is not a genie-play world bundle", "pass a file written by genie-play")
@@ -279,41 +195,10 @@ def read_header(path: str | Path) -> BundleHeader:
     costs nothing. Raises BadBundleError (one line, naming the file) for every kind of bad file.
     """
     path = Path(path)
-    if not path.exists():
-        raise _bad(path, "no such file", "check the path or run `genie-play info` to list worlds")
-    if path.is_dir():
-        raise _bad(path, "is a directory, not a world bundle", "pass a .safetensors file")
-    if not path.is_file():
-        raise _bad(path, "is not a regular file", "pass a .safetensors file")
     try:
-        with open(path, "rb") as f:
-            file_size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if file_size < 8 or len(head) < 8:
-                raise _bad(path, f"too short to be a world bundle ({file_size} bytes)")
-            (header_len,) = struct.unpack("<Q", head)
-            if header_len == 0 or header_len > file_size - 8 or header_len > MAX_HEADER_BYTES:
-                sniffed = _sniff(path, head + f.read(64))
-                if sniffed:
-                    raise _bad(path, sniffed, "pass a .safetensors world bundle")
-                raise _bad(path, f"header length {header_len} does not fit the {file_size}-byte file (truncated or not safetensors)")
-            header_bytes = f.read(header_len)
-    except PermissionError:
-        raise _bad(path, "cannot be read (permission denied)", "check the file's permissions") from None
-    except OSError as err:
-        raise _bad(path, f"cannot be read ({err.strerror or err})", "check the file") from None
-    if len(header_bytes) != header_len:
-        raise _bad(path, "file shrank while reading (truncated)")
-    try:
-        header = json.loads(header_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        sniffed = _sniff(path, head + header_bytes[:64])
-        raise _bad(path, sniffed or "header is not valid JSON (not a safetensors file, or corrupted)") from None
-    if not isinstance(header, dict):
-        raise _bad(path, "header is not a JSON object (not a safetensors file)")
-
-    data_start = 8 + header_len
-    data_len = file_size - data_start
+        file_size, data_start, header = read_raw(path)
+    except HeaderError as err:
+        raise _bad(path, str(err), err.fix) from None
     meta = header.pop("__metadata__", None)
     if meta is None:
         raise _bad(path, "has no genie-play metadata (a plain safetensors file?)", "pass a world bundle written by genie-play")
@@ -326,21 +211,10 @@ def read_header(path: str | Path) -> BundleHeader:
         raise _bad(path, "has no 'format' metadata (not a genie-play world bundle)", "pass a world bundle written by genie-play")
     _parse_format(path, fmt)
 
-    tensors: dict[str, TensorInfo] = {}
-    for name, entry in header.items():
-        tensors[name] = _tensor_info(path, name, entry, data_len)
-    # Offsets must tile the data section exactly (safetensors requires it too): no overlaps, no gaps.
-    expected_begin = 0
-    for name, info in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
-        if info.begin != expected_begin:
-            what = "overlaps another tensor" if info.begin < expected_begin else "leaves a gap before it"
-            raise _bad(path, f"tensor {name!r} {what} (corrupted header)")
-        expected_begin = info.end
-    if expected_begin != data_len:
-        if expected_begin > data_len:
-            raise _bad(path, f"file is truncated (tensors need {expected_begin} data bytes, file has {data_len})")
-        raise _bad(path, f"{data_len - expected_begin} unexpected bytes after the last tensor (corrupted)")
-
+    try:
+        tensors = tensor_infos(header, file_size - data_start)
+    except HeaderError as err:
+        raise _bad(path, str(err), err.fix) from None
     if "config" not in meta:
         raise _bad(path, "has no 'config' metadata", "re-export the world with `genie-play train export`")
     config = _json_field(path, meta, "config", dict)
@@ -349,28 +223,6 @@ def read_header(path: str | Path) -> BundleHeader:
         raise _bad(path, "the 'labels' metadata must be a list of strings")
     card = _json_field(path, meta, "card", dict) if "card" in meta else None
     return BundleHeader(path, file_size, data_start, tensors, meta, fmt, config, labels, card)
-
-
-def _tensor_info(path: Path, name: str, entry: Any, data_len: int) -> TensorInfo:
-    if not isinstance(entry, dict):
-        raise _bad(path, f"header entry {name[:60]!r} is not a tensor description")
-    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_SIZES:
-        raise _bad(path, f"tensor {name[:60]!r} has unsupported dtype {str(dtype)[:20]!r}")
-    if (not isinstance(shape, list) or len(shape) > 16
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape)):
-        raise _bad(path, f"tensor {name[:60]!r} has an invalid shape")
-    if (not isinstance(offsets, list) or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-        raise _bad(path, f"tensor {name[:60]!r} has invalid data_offsets")
-    begin, end = offsets
-    if not 0 <= begin <= end:
-        raise _bad(path, f"tensor {name[:60]!r} has invalid data_offsets")
-    if end > data_len:
-        raise _bad(path, f"file is truncated (tensor {name[:60]!r} ends past the end of the file)")
-    if end - begin != math.prod(shape) * DTYPE_SIZES[dtype]:
-        raise _bad(path, f"tensor {name[:60]!r}: {dtype} x {tuple(shape)} does not match its {end - begin} bytes (dtype or shape corrupted)")
-    return TensorInfo(dtype, tuple(shape), begin, end)
 
 
 def compute_world_id(header: BundleHeader) -> str:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .bundle import atomic_path
+from .fileio import atomic_path
 
 DEFAULT_FPS = 10.0
 MIN_FRAME_MS = 20  # browsers play GIF delays under 20 ms as 100 ms; GIF stores 10 ms units

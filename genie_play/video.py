@@ -4,7 +4,7 @@
 has a variable frame rate on a millisecond clock), upscaled by nearest neighbour like the GIFs and
 optionally captioned (gif.render_frames draws both). H.264 needs even sides, so an odd height or
 width gains one row or column copied from its edge. The file appears at its final path only once
-complete (bundle.atomic_path: temp file beside it, fsync, os.replace), so a full disk or a kill
+complete (fileio.atomic_path: temp file beside it, fsync, os.replace), so a full disk or a kill
 keeps any earlier file at that path. Without PyAV, `require_pyav()` raises a one-line
 BadSettingError that says how to install it.
 """
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .bundle import atomic_path
+from .fileio import atomic_path
 from .errors import BadSettingError, OutputError, one_line_reason
 from .gif import DEFAULT_FPS, render_frames
 

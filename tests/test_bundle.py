@@ -358,5 +358,7 @@ def test_unreadable_bundle_simulated(good, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(bundle, "open", denied, raising=False)
+    from genie_play import safetensors_header
+
+    monkeypatch.setattr(safetensors_header, "open", denied, raising=False)
     refused(good, "permission denied")

@@ -34,7 +34,8 @@ from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError, one_line_reason
+from ..errors import CheckpointError, OutputError, one_line_reason
+from ..fileio import atomic_write, fsync_dir
 
 FORMAT = "genie-play-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -49,19 +50,6 @@ def strip_wrapper_prefixes(name: str) -> str:
     if name.startswith("module."):
         name = name[len("module."):]
     return name.replace("_orig_mod.", "")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # Windows cannot open directories; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _cpu_unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -104,7 +92,7 @@ def write_checkpoint(run_dir: Path, tensors: dict[str, torch.Tensor], meta: dict
             _keep_as_prev(latest, prev, prev_tmp)
         os.replace(tmp, latest)
         done = True
-        _fsync_dir(run_dir)
+        fsync_dir(run_dir)
     except (OSError, SafetensorError) as err:
         raise CheckpointError(
             f"could not write checkpoint {latest}: {one_line_reason(err)}; free disk space or use another run folder "
@@ -223,20 +211,13 @@ def stale_temp_files(run_dir: Path) -> list[Path]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` via a temporary file in the same folder (flush, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    """Write JSON to `path` atomically (fileio.atomic_write)."""
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        raise CheckpointError(f"could not write {path}: {err.strerror or err}; free disk space or use another run folder") from err
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; removes a partial file otherwise
+        atomic_write(path, json.dumps(obj, indent=2) + "\n")
+    except OutputError as err:
+        cause = err.__cause__
+        reason = getattr(cause, "strerror", None) or cause or err
+        raise CheckpointError(f"could not write {path}: {reason}; free disk space or use another run folder") from err
 
 
 # ----- metrics.jsonl -------------------------------------------------------------------------------

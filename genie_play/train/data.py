@@ -15,7 +15,7 @@ is stored as consecutive parts (extra key "part": 0, 1, ...), each its own episo
 True actions are for evaluation only; training code must never read them.
 
 Writing is crash-safe: frames are buffered in memory and a shard is written only when complete
-(temp file + fsync + os.replace), then the index is rewritten the same way. A run that is killed
+(fileio.atomic_path: temp file + fsync + os.replace), then the index is rewritten the same way. A run that is killed
 leaves a dataset listing only complete shards; files not in the index (orphan shards, temp files)
 are ignored by readers and removed by the next writer. Opening a writer on an existing dataset
 appends to it (``overwrite=True`` starts afresh, deleting only this module's files).
@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BadDataError
+from ..errors import BadDataError, OutputError
+from ..fileio import atomic_path
 
 FORMAT = "genie-play-data/1"
 INDEX_NAME = "index.json"
@@ -41,25 +42,12 @@ _OWN_FILE = re.compile(r"^(shard|actions)_\d{5}\.npy$|^\..*\.tmp$")
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """Write via `write(fileobj)` to a temp file in the same folder, fsync, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write via `write(fileobj)` atomically (fileio.atomic_path); failures stay OSErrors here."""
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable (POSIX); harmless where directories cannot be opened
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    except OutputError as err:
+        raise err.__cause__ from None
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
