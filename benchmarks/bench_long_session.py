@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from genie_play.devices import set_threads
-from genie_play.models.presets import preset
+from genie_play.presets import preset
 from genie_play.world import World, build_models
 
 

@@ -22,7 +22,7 @@ import torch
 
 from genie_play.devices import cpu_has_bf16
 from genie_play.engine import build, make_plan
-from genie_play.models.presets import override, preset
+from genie_play.presets import override, preset
 from genie_play.speed import frame_flops, matmul_rate, model_shapes, time_full_recompute, time_play
 from genie_play.world import World, build_models
 

@@ -25,7 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from genie_play import devices
-from genie_play.models.presets import preset
+from genie_play.presets import preset
 from genie_play.train.cli import PHASE_DEFAULTS
 from genie_play.train.loop import Trainer, TrainConfig
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from genie_play.bundle import read_bundle, resolve_world
 from genie_play.labels import atomic_write_text
 from genie_play.models.dynamics import DynamicsModel
-from genie_play.models.presets import world_config_from_dict
+from genie_play.presets import world_config_from_dict
 from genie_play.models.tokenizer import Tokenizer
 from genie_play.train.coinrun_policy import ACTION_CLASSES, PROCGEN_TO_CLASS
 from genie_play.train.data import ClipDataset

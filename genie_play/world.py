@@ -27,7 +27,7 @@ from .errors import BadActionError, BadSettingError
 from .images import load_image
 from .models.dynamics import DynamicsModel
 from .models.lam import LatentActionModel
-from .models.presets import WorldConfig, to_dict, world_config_from_dict
+from .presets import WorldConfig, to_dict, world_config_from_dict
 from .models.st_block import FrameKV
 from .models.tokenizer import Tokenizer
 

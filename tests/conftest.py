@@ -18,7 +18,7 @@ def make_tiny_world(path, seed: int = 0, labels=None) -> None:
     import torch
 
     from genie_play import bundle
-    from genie_play.models.presets import preset, to_dict
+    from genie_play.presets import preset, to_dict
     from genie_play.world import build_models, export_tensors
 
     torch.manual_seed(seed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genie_play.models.presets import preset
+from genie_play.presets import preset
 from genie_play.models.tokenizer import Tokenizer
 from genie_play.train.stage_dynamics import DynamicsTrainer
 from genie_play.world import World

@@ -164,7 +164,7 @@ def world64_path(tmp_path_factory) -> Path:
     import torch
 
     from genie_play import bundle
-    from genie_play.models.presets import preset, to_dict
+    from genie_play.presets import preset, to_dict
     from genie_play.world import build_models, export_tensors
 
     torch.manual_seed(0)

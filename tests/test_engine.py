@@ -24,7 +24,7 @@ from genie_play.engine.kernels import Int8Weights, Library
 from genie_play.engine.plan import cpu_int8_kernels, library
 from genie_play.engine.runtime import FbgemmLinear
 from genie_play.models.maskgit import torch_pick
-from genie_play.models.presets import preset
+from genie_play.presets import preset
 from genie_play.models.st_block import ContextKV, FrameKV
 
 lib = library()

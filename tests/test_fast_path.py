@@ -12,7 +12,7 @@ import torch
 from genie_play import World
 from genie_play.models import maskgit
 from genie_play.models.dynamics import DynamicsModel
-from genie_play.models.presets import override, preset
+from genie_play.presets import override, preset
 from genie_play.models.st_block import ContextKV
 
 from _reference import decode_reference

@@ -6,7 +6,7 @@ import torch
 from genie_play.models import maskgit
 from genie_play.models.dynamics import DynamicsModel
 from genie_play.models.lam import LatentActionModel
-from genie_play.models.presets import preset, override
+from genie_play.presets import preset, override
 from genie_play.models.st_block import ContextKV
 from genie_play.models.tokenizer import Tokenizer
 

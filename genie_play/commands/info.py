@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                 rec["bench"] = speed.bench_world(rec["path"], steps=args.steps, precision=args.precision)
     if getattr(args, "plan", False) or getattr(args, "bench", False):
         from ..engine import make_plan  # imports torch: only when asked for
-        from ..models.presets import world_config_from_dict
+        from ..presets import world_config_from_dict
 
         for rec in records:
             if not rec.get("error"):
