@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("genie_play.commands.info", "list the worlds found and their configs"),
     "train": ("genie_play.train.cli", "train a tokenizer or dynamics model; export a world bundle"),
     "data": ("genie_play.train.data_cli", "make training datasets (CoinRun, videos, GIFs, image folders)"),
-    "eval": ("genie_play.train.eval_cli", "evaluate a world on held-out data (DESIGN.md section 6)"),
+    "eval": ("genie_play.train.eval_cli", "evaluate a world on held-out data"),
 }
 
 

@@ -2,8 +2,8 @@
 
 `resolve_device("auto")` prefers CUDA, then Apple's MPS, then the CPU. `autocast_dtype(device)`
 says which reduced precision to compute in: bf16 on CUDA and on CPUs with native bf16 matmul
-(AVX-512 BF16 / AMX), where it runs ~2.3x faster than fp32; None (plain fp32) elsewhere. fp16 is
-never chosen on the CPU: it is emulated there and runs ~100x slower.
+(AVX-512 BF16 / AMX); None (plain fp32) elsewhere. fp16 is never chosen on the CPU, where it is
+emulated (docs/performance.md).
 """
 from __future__ import annotations
 

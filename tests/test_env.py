@@ -162,8 +162,8 @@ def test_vector_env_equals_single_envs_in_one_batched_pass(make_vec, make_env, m
     assert isinstance(vec, GenieVectorEnv)
     assert vec.observation_space.shape == (3, 16, 16, 3) and vec.action_space == gymnasium.spaces.MultiDiscrete([8] * 3)
     passes = []
-    sample = type(vec.world)._sample_tokens
-    monkeypatch.setattr(type(vec.world), "_sample_tokens", lambda self, state, codes: passes.append(len(codes)) or sample(self, state, codes))
+    advance = type(vec.world).advance
+    monkeypatch.setattr(type(vec.world), "advance", lambda self, state, actions, rng=True: passes.append(len(actions)) or advance(self, state, actions, rng))
     actions = np.array([[1, 2, 3], [4, 5, 6], [7, 0, 1], [2, 2, 2]])
     frames = [vec.reset(seed=10)[0]]
     for step_actions in actions:

@@ -54,7 +54,7 @@ class Round(NamedTuple):
 def plan_rounds(num_masked: int, n: int, steps: int, temperature: float, generator: torch.Generator | None,
                 schedule: Callable[[float], float] = cosine_schedule, choice_temperature: float = 1.0) -> list[Round]:
     """Every round's schedule and random numbers for a frame of n positions, num_masked of them
-    masked, drawn from the generator (on the CPU) in the order of the plain sampler (tests/reference.py): the same numbers
+    masked, drawn from the generator (on the CPU) in the order of the plain sampler (tests/_reference.py): the same numbers
     and the same generator state after, whatever is left to reveal in a round."""
     rounds = []
     for s, keep_masked in enumerate(mask_counts(num_masked, steps, schedule)):
@@ -103,7 +103,7 @@ def decode(
     Every row must start with the same number of masked positions (true for a new frame). `pick`
     draws and scores the masked positions' tokens (`torch_pick`'s arguments and results).
 
-    With torch_pick, gives exactly the plain sampler's tokens (tests/reference.py) and leaves the generator in the same state, but works
+    With torch_pick, gives exactly the plain sampler's tokens (tests/_reference.py) and leaves the generator in the same state, but works
     on the M still-masked positions only (revealed ones are never resampled): the same uniforms are
     drawn for all N positions and indexed, and ranking the masked ones by confidence (stable, ties
     to the lower position) reveals the same tokens as ranking all N with +inf for the revealed."""

@@ -40,9 +40,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     """Attention over the last two dims. q (..., Lq, hd), k/v (..., Lk, hd), mask (Lq, Lk) bool keep."""
     if impl == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    # At L = 16..65 a plain matmul-softmax-matmul beats SDPA 1.5-3x on this CPU,
-    # and 3-d bmm over (batch*heads) runs 2.5x faster than 4-d matmul for the many tiny
-    # per-position problems of temporal attention.
+    # At these short lengths a plain matmul-softmax-matmul beats SDPA on the CPU, and 3-d bmm over
+    # (batch*heads) beats 4-d matmul for the many tiny per-position problems (docs/performance.md).
     lead, lq, hd = q.shape[:-2], q.shape[-2], q.shape[-1]
     q3, k3, v3 = q.reshape(-1, lq, hd), k.reshape(-1, k.shape[-2], hd), v.reshape(-1, v.shape[-2], hd)
     scores = torch.bmm(q3 * (hd**-0.5), k3.transpose(1, 2))
