@@ -24,6 +24,15 @@ class VQConfig:
     code_dim: int = 32
     dead_after: int = 50  # training steps without use before a code is restarted (0 = never)
     restart_noise: float = 0.1  # relative noise on the copy of a used code
+    # 0: straight-through (the value of the nearest code, the gradient of the encoder output).
+    # > 0: the forward value is still the nearest code, but the gradient flows through a softmax over
+    # every code's cosine similarity / soft_temperature, so every code and every direction of the
+    # encoder output learns from every sample, and `VQOutput.probs` can be held to a spread-out
+    # usage (`usage_entropy`); for tiny codebooks (latent actions), which straight-through collapses.
+    soft_temperature: float = 0.0
+
+    # Fields added after the first bundles, with the value that reproduces those bundles.
+    ADDED_FIELDS = {"soft_temperature": 0.0}
 
 
 class VQOutput(NamedTuple):
@@ -31,6 +40,7 @@ class VQOutput(NamedTuple):
     indices: torch.Tensor  # (...,) long
     z_e: torch.Tensor  # (..., code_dim) normalised encoder output
     z_q: torch.Tensor  # (..., code_dim) normalised chosen code (gradient flows to the codebook)
+    probs: torch.Tensor | None = None  # (..., num_codes) the softmax of soft_temperature > 0, else None
 
 
 class VectorQuantizer(nn.Module):
@@ -56,12 +66,19 @@ class VectorQuantizer(nn.Module):
         z_e = F.normalize(z.float(), dim=-1)
         codes = self.codes().float()
         # Cosine similarity on unit vectors; argmax = nearest in L2.
-        indices = (z_e.reshape(-1, z_e.shape[-1]) @ codes.t()).argmax(dim=-1).view(z_e.shape[:-1])
+        sim = z_e @ codes.t()  # (..., num_codes)
+        indices = sim.argmax(dim=-1)
         z_q = F.embedding(indices, codes)
-        quantized = z_e + (z_q - z_e).detach()
+        probs = None
+        if self.cfg.soft_temperature > 0:
+            probs = (sim / self.cfg.soft_temperature).softmax(dim=-1)
+            soft = probs @ codes  # (..., code_dim): the expected code
+            quantized = soft + (z_q - soft).detach()
+        else:
+            quantized = z_e + (z_q - z_e).detach()
         if self.training:
             self._track_usage(indices)
-        return VQOutput(quantized, indices, z_e, z_q)
+        return VQOutput(quantized, indices, z_e, z_q, probs)
 
     @torch.no_grad()
     def _track_usage(self, indices: torch.Tensor) -> None:
@@ -113,6 +130,14 @@ class VectorQuantizer(nn.Module):
         """exp(entropy) of the EMA usage: 1 = collapsed to one code, num_codes = uniform."""
         p = self.usage / self.usage.sum().clamp(min=1e-12)
         return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())
+
+
+def usage_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the batch-mean code distribution of probs (..., num_codes): log(num_codes)
+    when every code is used equally, 0 when all samples pick one code. Maximised, it keeps a small
+    codebook from collapsing onto one code."""
+    p = probs.reshape(-1, probs.shape[-1]).float().mean(dim=0)
+    return -(p * torch.log(p.clamp(min=1e-12))).sum()
 
 
 def batch_perplexity(indices: torch.Tensor, num_codes: int) -> torch.Tensor:

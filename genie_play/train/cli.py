@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--init", type=Path, help="warm-start the trained parts from a world bundle")
         if phase == "dynamics":
             p.add_argument("--tokenizer", required=True, type=Path, help="phase-1 run folder or a world bundle")
+            p.add_argument("--fresh-lam", action="store_true",
+                           help="with --init: warm-start only the dynamics; the LAM starts from scratch")
         else:
             p.add_argument("--decoder-only", action="store_true",
                            help="freeze the encoder and codebook (tokens unchanged) and train only the decoder; use with --init")
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         loss_cfg = apply_overrides(DynamicsLossConfig(), loss_over)
         module = DynamicsTrainer(world_cfg, tokenizer, loss_cfg)
         if args.init:
-            _init_from_bundle(module, args.init, ("lam.", "dynamics."))
+            _init_from_bundle(module, args.init, ("dynamics.",) if args.fresh_lam else ("lam.", "dynamics."))
         extra = {"phase": "dynamics", "world_config": to_dict(world_cfg), "data": str(args.data),
                  "loss_config": dataclasses.asdict(loss_cfg), "tokenizer_source": str(args.tokenizer)}
     dataset = ClipDataset(args.data, split="train", clip_len=cfg.clip_len)

@@ -23,7 +23,7 @@ from ..models.dynamics import DynamicsModel
 from ..models.lam import LatentActionModel
 from ..models.presets import WorldConfig
 from ..models.tokenizer import Tokenizer
-from ..models.vq import batch_perplexity
+from ..models.vq import batch_perplexity, usage_entropy
 from .pictures import grid, save_png
 from .stage_tokenizer import psnr_from_mse
 
@@ -34,6 +34,11 @@ class DynamicsLossConfig:
     lam_beta: float = 0.25  # commitment weight of the LAM's VQ
     lam_context_drop: float = 0.5  # max fraction of LAM decoder context patches dropped
     lam_weight: float = 1.0
+    # With the LAM's soft VQ (model.lam.vq.soft_temperature > 0): weight of the batch's action-usage
+    # entropy (maximised, so all actions stay in use) and of each transition's own entropy
+    # (minimised, so each transition commits to one action).
+    lam_usage_weight: float = 0.01
+    lam_confidence_weight: float = 0.001
 
 
 class DynamicsTrainer(nn.Module):
@@ -64,7 +69,12 @@ class DynamicsTrainer(nn.Module):
         drop = torch.rand(b, t - 1, n_lam, device=frames.device) < drop_rate
         pred = self.lam.predict_next(frames[:, :-1], act.quantized, drop=drop).float()
         lam_mse = F.mse_loss(pred, frames[:, 1:].float() / 255.0)
-        lam_vq = F.mse_loss(act.z_q, act.z_e.detach()) + lc.lam_beta * F.mse_loss(act.z_e, act.z_q.detach())
+        if act.probs is None:  # straight-through VQ: codebook and commitment losses, dead-code restarts
+            lam_vq = F.mse_loss(act.z_q, act.z_e.detach()) + lc.lam_beta * F.mse_loss(act.z_e, act.z_q.detach())
+        else:  # soft VQ: the decoder's gradient moves codes and encoder; a commitment pull would
+            # collapse the encoder onto one code before the actions start to help the decoder
+            own = -(act.probs * torch.log(act.probs.clamp(min=1e-12))).sum(-1).mean()
+            lam_vq = lc.lam_confidence_weight * own - lc.lam_usage_weight * usage_entropy(act.probs)
 
         # -- dynamics: MaskGIT objective on frames 2..T ---------------------------------------------
         rate = lc.mask_min + (1 - lc.mask_min) * torch.rand(b, t, 1, device=frames.device)
@@ -75,7 +85,7 @@ class DynamicsTrainer(nn.Module):
         ce = F.cross_entropy(logits[masked].float(), tokens[masked])
         loss = ce + lc.lam_weight * (lam_mse + lam_vq)
 
-        restarted = self.lam.vq.restart_dead_codes(step, act.z_e) if self.training else 0
+        restarted = self.lam.vq.restart_dead_codes(step, act.z_e) if self.training and act.probs is None else 0
         with torch.no_grad():
             acc = (logits[masked].argmax(-1) == tokens[masked]).float().mean()
         metrics = {
