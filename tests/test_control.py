@@ -214,10 +214,16 @@ def test_report_returns_every_field_and_its_picture(world64_path, states, tmp_pa
 def test_cli_control_prints_json_and_writes_the_picture(world64_path, states, tmp_path, capsys) -> None:
     picture = tmp_path / "cli.png"
     args = ["eval", str(world64_path), "--data", str(tmp_path / "none"), "--control", "--levels", "10000:10050",
-            "--clips", "2", "--horizon", "2", "--steps", "1", "--json", "--picture", str(picture)]
+            "--clips", "2", "--horizon", "2", "--steps", "1", "--json", "--picture", str(picture),
+            "--labels-out", str(tmp_path / "labels.json")]
     assert cli_main(args) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["clips"] == 2 and r["horizon"] == 2 and picture.is_file()
+    assert r["states"]["frame_skip"] == 1  # no dataset: one game step per frame
+    # the suggested labels, as a file `train export --labels` reads
+    from genie_play.labels import read_label_list
+
+    assert read_label_list(tmp_path / "labels.json", r["num_actions"]) == r["suggested_labels"]
 
 
 def test_cli_refuses_a_world_of_another_frame_size_and_a_dataset_without_heldout_levels(

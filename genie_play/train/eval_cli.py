@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     control.add_argument("--settle", type=int, default=16, help="idle frames before a state is saved (default 16)")
     control.add_argument("--frame-skip", type=int, default=None,
                          help="game steps per world frame (default: the dataset's, 1 without a dataset)")
+    control.add_argument("--labels-out", type=Path, default=None,
+                         help="write the suggested labels (a JSON list, one per action) here, for `train export --labels`")
     control.add_argument("--picture", type=Path, default=None, help="write the control picture (PNG) here")
     control.add_argument("--picture-clips", type=int, default=2, help="clips shown in the picture (default 2)")
 
@@ -79,5 +81,13 @@ def run_control(args: argparse.Namespace, world) -> int:
     result = control_report(world, states, seed=args.seed, progress=not args.json, picture=args.picture,
                             picture_clips=args.picture_clips)
     result["world"] = str(world.path)
+    if args.labels_out is not None:
+        from ..fileio import atomic_write, write_error
+
+        try:
+            atomic_write(args.labels_out, json.dumps(result["suggested_labels"]) + "\n")
+        except OSError as err:
+            raise write_error(args.labels_out, err) from err
+        result["labels_out"] = str(args.labels_out)
     print(json.dumps(result) if args.json else f"{world.path}: controllability on CoinRun\n" + format_control_report(result))
     return 0
