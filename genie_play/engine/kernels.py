@@ -80,7 +80,8 @@ class Library:
 
     @property
     def isa(self) -> str:
-        return "AMX" if self.has_amx else "AVX-512 VNNI" if self.vnni else "AVX2"
+        """The int8 product's instruction set without AMX (AMX, where there, is a switch: has_amx)."""
+        return "AVX-512 VNNI" if self.vnni else "AVX2"
 
     def use_amx(self, on: bool) -> bool:
         """Run the int8 products' 32-row blocks on AMX tiles where the CPU allows (a switch of the

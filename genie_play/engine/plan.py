@@ -32,7 +32,7 @@ class Plan:
     """How frames are computed. route: "torch" | "c"; precision: fp32 | bf16 | fp16 | int8 (int8:
     the dynamics' and decoder's linears; everything else in fp32); frame_kernel: the dynamics' MaskGIT
     rounds in one C call per frame (else one per block, round by round); amx: the C int8 products on
-    AMX tiles; threads: torch's intra-op threads when planned; why: the reason for the route."""
+    AMX tiles (else on `isa`, the library's AVX-512 VNNI or AVX2 product); threads: torch's intra-op threads when planned; why: the reason for the route."""
 
     device: str
     precision: str

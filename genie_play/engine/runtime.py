@@ -51,8 +51,8 @@ class FbgemmLinear(nn.Linear):
         elif rows.shape[0] > self.rows_per_item:
             items = rows.split(self.rows_per_item)
         else:
-            items = [rows]
-        y = torch.cat([torch.ops.quantized.linear_dynamic(item.reshape(-1, x.shape[-1]), self.packed, True) for item in items])
+            return torch.ops.quantized.linear_dynamic(rows, self.packed, True).view(*x.shape[:-1], self.out_features)
+        y = torch.cat([torch.ops.quantized.linear_dynamic(item, self.packed, True) for item in items])
         return y.view(*x.shape[:-1], self.out_features)
 
 
