@@ -322,7 +322,10 @@ class World:
         t0 = time.perf_counter()
         batch, position = tokens.shape[0], state.position + 1
         ctx = ctx or self.runtime.context(state.dynamics_kv, position, batch, self.dynamics.transformer)
-        kv = self.runtime.record(tokens, self.dynamics.frame_action(codes, batch), ctx)  # no head, no last-layer FFN
+        if ctx.recorded:  # the C frame kernel recorded the final tokens' keys/values already
+            kv = ctx.frame_kv()
+        else:  # the record pass: no head, no last-layer FFN
+            kv = self.runtime.record(tokens, self.dynamics.frame_action(codes, batch), ctx)
         dynamics_kv = _window(state.dynamics_kv, kv, self.config.dynamics.st.window)
         t1 = time.perf_counter()
         dctx = self.runtime.context(state.decoder_kv, position, batch, self.tokenizer.decoder)

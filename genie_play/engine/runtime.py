@@ -73,10 +73,12 @@ class Runtime:
         if plan.route == "c" and self.library is None:
             raise ValueError(f"plan {plan.summary()} needs the C kernels, which are not available here")
         self._stamp: tuple = ()
+        # where the parameters live (their dicts, so a replaced parameter is seen too): read once per frame
+        self._slots = [(m._parameters, name) for model in (dynamics, tokenizer.decoder) for m in model.modules() for name in m._parameters]
         self.refresh()
 
     def _parameters(self) -> tuple:
-        return tuple((p._version, p.data_ptr()) for m in (self.dynamics, self.tokenizer.decoder) for p in m.parameters())
+        return tuple((id(p), p._version, p.data_ptr()) for d, name in self._slots if (p := d[name]) is not None)
 
     def refresh(self) -> None:
         """(Re)build the packed weights if the parameters changed since they were last built."""
@@ -136,9 +138,7 @@ class Runtime:
         return self.library.linear(y, self.head, norm=d.transformer.norm)
 
     def record(self, tokens: torch.Tensor, emb: torch.Tensor, ctx: ContextKV) -> FrameKV:
-        """The final tokens' keys/values, unless `sample` left them in the context already."""
-        if ctx.recorded:
-            return ctx.frame_kv()
+        """The final tokens' keys/values (callers skip this where `sample` set ctx.recorded)."""
         d = self.dynamics
         if self.plan.route == "torch":
             return getattr(self, "play_dynamics", d).record(tokens, emb, ctx)
