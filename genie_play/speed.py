@@ -45,7 +45,7 @@ def matmul_rate(shapes: list[tuple[int, int, int]], dtype: torch.dtype, seconds:
 def frame_flops(config, steps: int) -> dict[str, float]:
     """FLOPs of one played frame, counted from the config: the dynamics' `steps` MaskGIT rounds plus
     the pass that records the final tokens' keys/values (the head only on still-masked tokens, as
-    the fast path computes it), the decoder once, and the encoder once per prompt."""
+    play computes it), the decoder once, and the encoder once per prompt."""
     d, t = config.dynamics, config.tokenizer
     n = d.tokens_per_frame + (d.action_mode == "token")
     masked = [d.tokens_per_frame] + mask_counts(d.tokens_per_frame, steps)[:-1]  # before each round
