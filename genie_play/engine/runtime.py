@@ -72,6 +72,8 @@ class Runtime:
         self.library = library() if plan.route == "c" else None
         if plan.route == "c" and self.library is None:
             raise ValueError(f"plan {plan.summary()} needs the C kernels, which are not available here")
+        if plan.frame_kernel and (dynamics.cfg.action_mode != "add" or dynamics.cfg.vocab % 16):
+            raise ValueError("the C frame kernel runs dynamics with 'add' actions and a vocabulary that is a multiple of 16")
         self._stamp: tuple = ()
         # where the parameters live (their dicts, so a replaced parameter is seen too): read once per frame
         self._slots = [(m._parameters, name) for model in (dynamics, tokenizer.decoder) for m in model.modules() for name in m._parameters]
@@ -100,9 +102,11 @@ class Runtime:
         self.frame = CFrame(lib, d, self.dynamics_blocks, self.head) if self.plan.frame_kernel else None
 
     def context(self, frames: tuple[FrameKV, ...], position: int, batch: int, transformer: STTransformer) -> ContextKV:
-        """The stacked keys/values of `frames` for the next frame of `transformer` (dynamics or decoder)."""
+        """The stacked keys/values of `frames` for the next frame of `transformer` (dynamics or decoder).
+        A frame starts with the dynamics' context: the packed weights are checked then (`refresh`)."""
         per_frame = self.tokenizer.cfg.tokens_per_frame
         if transformer is self.dynamics.transformer:
+            self.refresh()
             per_frame = self.dynamics.cfg.tokens_per_frame + (self.dynamics.cfg.action_mode == "token")
         cfg = transformer.cfg
         empty = (cfg.depth, batch * per_frame, cfg.heads, cfg.dim // cfg.heads, torch.float32, self.tokenizer.dec_out.weight.device)
@@ -112,7 +116,6 @@ class Runtime:
     def sample(self, tokens: torch.Tensor, emb: torch.Tensor, ctx: ContextKV, steps: int, temperature: float,
                generator: torch.Generator) -> torch.Tensor:
         """MaskGIT over tokens (B, N) (all masked), emb (B, D) the frame's action embedding."""
-        self.refresh()
         if self.library is not None:
             self.library.use_amx(self.plan.amx)  # a switch of the shared library: set for this world
         if getattr(self, "frame", None) is not None:  # every round and the record pass in one C call
