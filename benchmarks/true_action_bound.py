@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from genie_play.bundle import read_bundle, resolve_world
-from genie_play.labels import atomic_write_text
+from genie_play.fileio import atomic_write
 from genie_play.models.dynamics import DynamicsModel
 from genie_play.presets import world_config_from_dict
 from genie_play.models.tokenizer import Tokenizer
@@ -103,7 +103,7 @@ def main() -> int:
         if (step + 1) % 250 == 0 or step + 1 == args.steps:
             save_file({**{f"dynamics.{k}": v.contiguous() for k, v in dyn.state_dict().items()}, "codes": codes.data},
                       str(state_path))
-            atomic_write_text(args.out / "step.json", json.dumps({"step": step + 1}))
+            atomic_write(args.out / "step.json", json.dumps({"step": step + 1}))
     labels = list(ACTION_CLASSES) + ["unused"] * (cfg.dynamics.num_actions - len(ACTION_CLASSES))
     world = World(cfg, tok, dyn, F.normalize(codes.detach(), dim=-1), device="cpu", precision="fp32", labels=labels,
                   card={"diagnostic": "dynamics conditioned on true CoinRun action classes (an upper bound, not a world to ship)"})
