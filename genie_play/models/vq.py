@@ -2,7 +2,9 @@
 
 Normalised (cosine) codes keep every code on the unit sphere, so no code drifts far away from the
 encoder outputs and dies; a very small codebook (the LAM's 8 actions) plus restarts of codes unused
-for `dead_after` steps are the fixes PRIOR-ART.md reports for latent-action collapse.
+for `dead_after` steps are the usual fixes for latent-action collapse. For the LAM they were not
+enough (weights/README.md, "Towards v1.0"): `soft_temperature` > 0 sends the gradient through a
+softmax over all codes instead (see VQConfig).
 
 The forward pass returns everything the trainer needs for the losses (it does not compute them):
     commitment = mse(z_e, z_q.detach()), codebook = mse(z_e.detach(), z_q)

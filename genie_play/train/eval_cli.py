@@ -1,4 +1,4 @@
-"""`genie-play eval WORLD --data DIR [--split heldout]`: the metrics of DESIGN.md section 6.
+"""`genie-play eval WORLD --data DIR [--split heldout]`: the held-out metrics (docs/architecture.md, "Evaluation").
 
 `--control` instead measures controllability (genie_play/train/control.py) on procgen CoinRun states
 from the dataset's held-out level range (or `--levels A:B`).

@@ -1,4 +1,4 @@
-"""The evaluation protocol of DESIGN.md section 6, on held-out clips only.
+"""The evaluation protocol (docs/architecture.md, "Evaluation"), on held-out clips only.
 
 - tokenizer PSNR: `reconstruct` of held-out clips, PSNR per frame (peak 255), averaged;
 - rollout PSNR@k: prompt = first frame of a clip, actions = the LAM's inference on the real clip,
@@ -53,7 +53,7 @@ def pick_clips(dataset, count: int, seed: int) -> np.ndarray:
 
 def evaluate(world, dataset, clips: int = 64, horizon: int = 10, delta_t: int = 4, seed: int = 0,
              batch: int = 16, progress: bool = True) -> dict:
-    """Every metric of DESIGN.md section 6 on `clips` clips of `horizon`+1 frames from `dataset`."""
+    """Every metric of the evaluation protocol on `clips` clips of `horizon`+1 frames from `dataset`."""
     idx = pick_clips(dataset, clips, seed)
     videos = np.stack([dataset[int(i)][: horizon + 1] for i in idx])  # (C, K+1, H, W, 3)
     true_actions = np.stack([dataset.actions(int(i))[:horizon] for i in idx]) if hasattr(dataset, "actions") else None
