@@ -100,6 +100,7 @@ def bench(phase: str, precision: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as run_dir:
         Trainer(module, data, cfg, Path(run_dir), "cpu").run()
         rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if "tokens_per_s" in r]  # training records, not held-out evaluations
     timed = rows[args.warmup:] or rows[-1:]
     tokens_per_s = statistics.median(r["tokens_per_s"] for r in timed)
     step_s = batch * clip_len * tokens_per_frame / tokens_per_s

@@ -50,9 +50,29 @@ def _command_of(argv: list[str]) -> str:
     return "play"
 
 
+def _misspelt_command(argv: list[str]) -> str | None:
+    """The command the first word was probably meant to be (`trian` -> `train`), or None when it is a
+    command, an option, an existing file or anything that looks like a path or an image name."""
+    import difflib
+    import os
+
+    if not argv or argv[0] in COMMANDS or argv[0].startswith("-"):
+        return None
+    word = argv[0]
+    if os.path.exists(word) or "." in word or os.sep in word:
+        return None
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(argv)
+    typo = _misspelt_command(argv)
+    if typo:
+        print(f"genie-play: error: unknown command {argv[0]!r}; did you mean `{typo}`? (commands: {', '.join(COMMANDS)})",
+              file=sys.stderr)
+        return 2
     if command == "play" and (not argv or argv[0] not in COMMANDS) and not any(a in ("-h", "--help") for a in argv[:1]):
         argv = ["play", *argv]  # `genie-play IMAGE --world W` means `genie-play play IMAGE --world W`
     parser = build_parser(only=command or None)

@@ -93,8 +93,12 @@ def _is_bool(tp: Any) -> bool:
     return tp is bool or (typing.get_origin(tp) in (typing.Union, types.UnionType) and bool in typing.get_args(tp))
 
 
-def apply_overrides(config: C, overrides: Iterable[str]) -> C:
-    """A copy of dataclass `config` with each "key=value" (or "--key=value", or a bare bool "key") applied."""
+def apply_overrides(config: C, overrides: Iterable[str], prefix: str = "") -> C:
+    """A copy of dataclass `config` with each "key=value" (or "--key=value", or a bare bool "key") applied.
+
+    `prefix` is how the command line spells this config's keys (e.g. "model." or "loss."): error
+    messages name the key in full, so "model.tokenizer.decodr.depth=2" is reported as the unknown
+    setting 'model.tokenizer.decodr' with the valid keys of model.tokenizer."""
     cls = type(config)
     kinds = _field_types(cls)
     valid = ", ".join(kinds)
@@ -108,7 +112,9 @@ def apply_overrides(config: C, overrides: Iterable[str]) -> C:
             nested.setdefault(head, []).append(f"{rest}{sep}{text}")
             continue
         if key not in kinds:
-            raise BadSettingError(f"unknown setting {key!r} for {cls.__name__}; valid keys: {valid}")
+            shown = prefix + (head if dot else key)
+            where = f" of {prefix.rstrip('.')}" if prefix else f" for {cls.__name__}"
+            raise BadSettingError(f"unknown setting {shown!r}{where}; valid keys: {valid}")
         tp = kinds[key]
         if not sep:
             if not _is_bool(tp):
@@ -119,7 +125,7 @@ def apply_overrides(config: C, overrides: Iterable[str]) -> C:
         except ValueError:
             raise BadSettingError(f"bad value {text!r} for setting {key!r} of {cls.__name__}: expected {_describe(tp)}") from None
     for head, items in nested.items():
-        changes[head] = apply_overrides(getattr(config, head), items)
+        changes[head] = apply_overrides(getattr(config, head), items, f"{prefix}{head}.")
     return dataclasses.replace(config, **changes)
 
 

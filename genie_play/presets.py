@@ -127,6 +127,7 @@ def world_config_from_dict(data: dict) -> WorldConfig:
     return from_dict(WorldConfig, data).check()
 
 
-def override(cfg, assignments: list[str]):
-    """Apply 'a.b.c=value' overrides: overrides.apply_overrides, the one grammar of every config."""
-    return apply_overrides(cfg, assignments)
+def override(cfg, assignments: list[str], prefix: str = ""):
+    """Apply 'a.b.c=value' overrides: overrides.apply_overrides, the one grammar of every config
+    (`prefix`, e.g. "model.", is how error messages spell the keys)."""
+    return apply_overrides(cfg, assignments, prefix)

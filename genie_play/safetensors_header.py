@@ -64,6 +64,9 @@ def read_raw(path: str | Path) -> tuple[int, int, dict[str, Any]]:
     if not path.exists():
         raise HeaderError("no such file", "check the path or run `genie-play info` to list worlds")
     if path.is_dir():
+        if (path / "checkpoint.safetensors").exists() or (path / "checkpoint.prev.safetensors").exists():
+            raise HeaderError("is a training run folder, not a world bundle",
+                              f"export a world from it first: genie-play train export {path} --out world.safetensors")
         raise HeaderError("is a directory, not a world bundle", "pass a .safetensors file")
     if not path.is_file():
         raise HeaderError("is not a regular file", "pass a .safetensors file")

@@ -193,7 +193,7 @@ def test_failing_checkpoint_write_keeps_earlier_checkpoint(tmp_path):
         trainer.run()
     message = str(info.value)
     assert "\n" not in message and "No space left" in message and str(tmp_path) in message
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [CHECKPOINT_NAME, "config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [CHECKPOINT_NAME, "config.json", "curves.png", "metrics.jsonl"]
     after = tensors_of(tmp_path)
     assert read_checkpoint_meta(tmp_path)["step"] == 4
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -325,7 +325,7 @@ def test_torchrun_two_processes_ctrl_c_resume_identical_params_one_checkpoint(tm
     a, b = load_file(f"{dump}.rank0.safetensors"), load_file(f"{dump}.rank1.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     pictures = sorted(f"step_{s:06d}.png" for s in range(2, step + 3, 2))
-    assert sorted(p.name for p in run_dir.rglob("*")) == sorted([CHECKPOINT_NAME, PREV_NAME, "config.json", "metrics.jsonl", "pictures", *pictures])
+    assert sorted(p.name for p in run_dir.rglob("*")) == sorted([CHECKPOINT_NAME, PREV_NAME, "config.json", "curves.png", "metrics.jsonl", "pictures", *pictures])
     meta = read_checkpoint_meta(run_dir)
     assert meta["step"] == step + 2 and meta["world_size"] == 2 and len(meta["rng_host"]) == 2
     saved = tensors_of(run_dir)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import torch
@@ -42,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             p.add_argument("--decoder-only", action="store_true",
                            help="freeze the encoder and codebook (tokens unchanged) and train only the decoder; use with --init")
+        p.add_argument("--print-config", action="store_true",
+                       help="print the full resolved config (preset + overrides) as JSON and exit; nothing is written")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p = sub.add_parser("export", help="write a world bundle from a phase-2 run")
     p.add_argument("run", type=Path)
@@ -51,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="take the tokenizer's decoder from this `train tokenizer --decoder-only` run (same encoder required)")
     p.add_argument("--no-lam", action="store_true", help="leave out the LAM encoder (smaller; no infer_actions)")
     p.add_argument("--fp32", action="store_true", help="store fp32 weights instead of bf16")
+    p.add_argument("--best", action="store_true", help="export the run's best.safetensors (best held-out metric) instead of its last checkpoint")
 
 
 def _split_overrides(items: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -66,23 +70,49 @@ def _split_overrides(items: list[str]) -> tuple[list[str], list[str], list[str]]
     return train, model, loss
 
 
+def _check_source(path: Path, flag: str) -> None:
+    """BadSettingError when `path` is neither a folder, a file nor a world name; names close folders."""
+    import difflib
+
+    from .. import bundle as bundle_io
+    from ..errors import WorldNotFoundError
+
+    if path.exists():
+        return
+    try:
+        bundle_io.resolve_world(path if path.suffix else str(path))
+        return
+    except WorldNotFoundError:
+        pass
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        near = difflib.get_close_matches(path.name, [d.name for d in parent.iterdir()], n=1)
+    except OSError:
+        near = []
+    hint = f"; did you mean {parent / near[0]}?" if near else ""
+    raise BadSettingError(f"{flag} {path}: no such run folder or world bundle{hint} (give a `genie-play train tokenizer --run` "
+                          "folder or a .safetensors world)")
+
+
 def _tokenizer_source(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """(world config dict, tokenizer state dict) from a phase-1 run folder or a world bundle."""
     from .. import bundle as bundle_io
     from .loop import load_checkpoint_weights
 
+    _check_source(path, "--tokenizer")
     if path.is_dir():
         state, meta = load_checkpoint_weights(path)
         extra = meta.get("extra_state", meta)
         return extra["world_config"], {k[len("tokenizer."):]: v for k, v in state.items() if k.startswith("tokenizer.")}
-    b = bundle_io.read_bundle(bundle_io.resolve_world(path))
+    b = bundle_io.read_bundle(bundle_io.resolve_world(str(path)))  # str: a bare name may be an installed world
     return b.config, {k[len("tokenizer."):]: v.float() for k, v in b.tensors.items() if k.startswith("tokenizer.")}
 
 
 def _init_from_bundle(module: torch.nn.Module, path: Path, prefixes: tuple[str, ...]) -> None:
     from .. import bundle as bundle_io
 
-    b = bundle_io.read_bundle(bundle_io.resolve_world(path))
+    _check_source(path, "--init")
+    b = bundle_io.read_bundle(bundle_io.resolve_world(str(path)))  # str: a bare name may be an installed world
     own = module.state_dict()
     loaded = {k: v.to(own[k].dtype) for k, v in b.tensors.items() if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
     if not loaded:
@@ -113,61 +143,116 @@ def _start_new_blocks_as_identity(module: torch.nn.Module, loaded: set[str], pre
     return fresh
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.phase == "export":
-        return export(args)
-    from ..devices import resolve_device, set_threads
-    from .data import ClipDataset
-    from .loop import Trainer, TrainConfig, init_distributed, shutdown_distributed
+def _check_frame_size(world_cfg: WorldConfig, dataset, args: argparse.Namespace) -> None:
+    """BadSettingError (before anything is written) when the model's frames are not the dataset's."""
+    model, data = tuple(world_cfg.tokenizer.frame_size), tuple(dataset.frame_size)
+    if model == data:
+        return
+    if args.phase == "dynamics":
+        source = f"the tokenizer from --tokenizer {args.tokenizer}"
+    elif args.init:
+        source = f"the world from --init {args.init}"
+    else:
+        source = f"--preset {args.preset}"
+    fits = [n for n in PRESETS if tuple(preset(n).tokenizer.frame_size) == data]
+    fix = f"use --preset {fits[0]}" if fits and args.phase == "tokenizer" and not args.init else \
+        f"import the data at {model[0]}x{model[1]} (genie-play data import ... --size {model[0]})"
+    raise BadSettingError(f"{source} makes {model[0]}x{model[1]} frames but {args.data} holds "
+                          f"{data[0]}x{data[1]} frames; {fix}")
+
+
+def _build(args: argparse.Namespace, cfg, model_over: list[str], loss_over: list[str]):
+    """(module, world config, loss config, extra_state) of a tokenizer or dynamics run."""
     from .overrides import apply_overrides
 
+    world_cfg = preset(args.preset)
+    if args.phase == "tokenizer":
+        from .stage_tokenizer import TokenizerLossConfig, TokenizerTrainer
+
+        if args.init:  # a warm start continues that world's architecture, whatever the preset says
+            world_cfg = world_config_from_dict(_tokenizer_source(args.init)[0])
+        world_cfg = override(world_cfg, model_over, "model.").check() if model_over else world_cfg
+        if cfg.clip_len > world_cfg.tokenizer.encoder.window:
+            raise BadSettingError(f"clip_len {cfg.clip_len} exceeds the tokenizer window {world_cfg.tokenizer.encoder.window}")
+        if args.decoder_only and not args.init:
+            raise BadSettingError("--decoder-only keeps a trained encoder: give the world it comes from with --init")
+        loss_cfg = apply_overrides(TokenizerLossConfig(), loss_over, "loss.")
+        if args.print_config:
+            return None, world_cfg, loss_cfg, None
+        module = TokenizerTrainer(world_cfg.tokenizer, beta=loss_cfg.beta, decoder_only=args.decoder_only)
+        if args.init:
+            _init_from_bundle(module, args.init, ("tokenizer.",))
+        extra = {"phase": "tokenizer", "world_config": to_dict(world_cfg), "data": str(args.data),
+                 "decoder_only": args.decoder_only, "init": str(args.init) if args.init else None}
+        if loss_over:  # only then: runs started before the tokenizer had loss settings resume without a warning
+            extra["loss_config"] = dataclasses.asdict(loss_cfg)
+        return module, world_cfg, loss_cfg, extra
+    from ..models.tokenizer import Tokenizer
+    from .stage_dynamics import DynamicsLossConfig, DynamicsTrainer
+
+    loss_cfg = apply_overrides(DynamicsLossConfig(), loss_over, "loss.")  # refused before anything loads
+    tok_cfg_dict, tok_state = _tokenizer_source(args.tokenizer)
+    base = to_dict(world_cfg)
+    base["tokenizer"] = tok_cfg_dict["tokenizer"]
+    world_cfg = world_config_from_dict(base)
+    world_cfg = override(world_cfg, model_over, "model.").check() if model_over else world_cfg
+    if cfg.clip_len > world_cfg.dynamics.st.window:
+        raise BadSettingError(f"clip_len {cfg.clip_len} exceeds the dynamics window {world_cfg.dynamics.st.window}")
+    if args.print_config:
+        return None, world_cfg, loss_cfg, None
+    tokenizer = Tokenizer(world_cfg.tokenizer)
+    tokenizer.load_state_dict(tok_state)
+    module = DynamicsTrainer(world_cfg, tokenizer, loss_cfg)
+    if args.init:
+        _init_from_bundle(module, args.init, ("dynamics.",) if args.fresh_lam else ("lam.", "dynamics."))
+    extra = {"phase": "dynamics", "world_config": to_dict(world_cfg), "data": str(args.data),
+             "loss_config": dataclasses.asdict(loss_cfg), "tokenizer_source": str(args.tokenizer)}
+    return module, world_cfg, loss_cfg, extra
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train a phase; 0 when it finished, 130 when Ctrl-C / SIGTERM stopped it (after saving)."""
+    if args.phase == "export":
+        return export(args)
+    import json
+
+    from ..devices import resolve_device, set_threads
+    from .data import ClipDataset
+    from .heldout import make_evaluator
+    from .loop import Trainer, TrainConfig, init_distributed, is_main, shutdown_distributed
+    from .optim import fit_schedule
+    from .overrides import apply_overrides, config_to_dict
+
     train_over, model_over, loss_over = _split_overrides(args.overrides)
+    cfg = apply_overrides(TrainConfig(**PHASE_DEFAULTS[args.phase]), train_over)
+    cfg, notes = fit_schedule(cfg)
+    module, world_cfg, loss_cfg, extra = _build(args, cfg, model_over, loss_over)
+    if args.print_config:
+        print(json.dumps({"train": config_to_dict(cfg), "model": to_dict(world_cfg),
+                          "loss": dataclasses.asdict(loss_cfg)}, indent=2))
+        return 0
+    dataset = ClipDataset(args.data, split="train", clip_len=cfg.clip_len)
+    _check_frame_size(world_cfg, dataset, args)
     rank, world_size, local_rank = init_distributed()
     device = resolve_device(args.device)
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
     set_threads()
-    cfg = apply_overrides(TrainConfig(**PHASE_DEFAULTS[args.phase]), train_over)
-    world_cfg = preset(args.preset)
-    if args.phase == "tokenizer":
-        from .stage_tokenizer import TokenizerTrainer
-
-        if args.init:  # a warm start continues that world's architecture, whatever the preset says
-            world_cfg = world_config_from_dict(_tokenizer_source(args.init)[0])
-        world_cfg = override(world_cfg, model_over).check() if model_over else world_cfg
-        if cfg.clip_len > world_cfg.tokenizer.encoder.window:
-            raise BadSettingError(f"clip_len {cfg.clip_len} exceeds the tokenizer window {world_cfg.tokenizer.encoder.window}")
-        if args.decoder_only and not args.init:
-            raise BadSettingError("--decoder-only keeps a trained encoder: give the world it comes from with --init")
-        module = TokenizerTrainer(world_cfg.tokenizer, decoder_only=args.decoder_only)
-        if args.init:
-            _init_from_bundle(module, args.init, ("tokenizer.",))
-        extra = {"phase": "tokenizer", "world_config": to_dict(world_cfg), "data": str(args.data),
-                 "decoder_only": args.decoder_only, "init": str(args.init) if args.init else None}
-    else:
-        from ..models.tokenizer import Tokenizer
-        from .stage_dynamics import DynamicsLossConfig, DynamicsTrainer
-
-        tok_cfg_dict, tok_state = _tokenizer_source(args.tokenizer)
-        base = to_dict(world_cfg)
-        base["tokenizer"] = tok_cfg_dict["tokenizer"]
-        world_cfg = world_config_from_dict(base)
-        world_cfg = override(world_cfg, model_over).check() if model_over else world_cfg
-        if cfg.clip_len > world_cfg.dynamics.st.window:
-            raise BadSettingError(f"clip_len {cfg.clip_len} exceeds the dynamics window {world_cfg.dynamics.st.window}")
-        tokenizer = Tokenizer(world_cfg.tokenizer)
-        tokenizer.load_state_dict(tok_state)
-        loss_cfg = apply_overrides(DynamicsLossConfig(), loss_over)
-        module = DynamicsTrainer(world_cfg, tokenizer, loss_cfg)
-        if args.init:
-            _init_from_bundle(module, args.init, ("dynamics.",) if args.fresh_lam else ("lam.", "dynamics."))
-        extra = {"phase": "dynamics", "world_config": to_dict(world_cfg), "data": str(args.data),
-                 "loss_config": dataclasses.asdict(loss_cfg), "tokenizer_source": str(args.tokenizer)}
-    dataset = ClipDataset(args.data, split="train", clip_len=cfg.clip_len)
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if is_main() else (lambda text: None)
+    for note in notes:
+        say(f"warning: {note}")
+    evaluator = make_evaluator(args.phase, args.data, cfg, say) if is_main() else None
     try:
-        Trainer(module.to(device), dataset, cfg, args.run, device, extra_state=extra).run()
+        trainer = Trainer(module.to(device), dataset, cfg, args.run, device, extra_state=extra, evaluator=evaluator)
+        trainer.run()
     finally:
         shutdown_distributed()
+    if trainer.interrupted:
+        return 130
+    if args.phase == "tokenizer":
+        say(f"next: genie-play train dynamics --data {args.data} --run RUN --tokenizer {args.run}")
+    else:
+        say(f"next: genie-play train export {args.run} --out world.safetensors")
     return 0
 
 
@@ -203,6 +288,12 @@ def export(args: argparse.Namespace) -> int:
 
     state, meta = load_checkpoint_weights(args.run)
     extra = meta.get("extra_state", meta)
+    if args.best:
+        from .heldout import load_best_weights
+
+        state, best = load_best_weights(args.run)
+        meta = {**meta, "step": best["step"]}
+        print(f"best weights: step {best['step']}, {best['metric']} {best['value']:.3f}")
     if extra.get("phase") != "dynamics":
         raise CheckpointError(f"{args.run}: not a phase-2 (dynamics) run; export needs the LAM and dynamics weights")
     cfg: WorldConfig = world_config_from_dict(extra["world_config"])
@@ -219,5 +310,5 @@ def export(args: argparse.Namespace) -> int:
     world = World(cfg, models["tokenizer"], models["dynamics"], models["lam"].action_codebook().detach(),
                   lam=None if args.no_lam else models["lam"], device="cpu", precision="fp32", labels=labels, card=card)
     world.save(args.out, include_lam=not args.no_lam, dtype=None if args.fp32 else torch.bfloat16)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB); next: genie-play PROMPT.png --world {args.out}")
     return 0

@@ -5,6 +5,7 @@
     genie-play data import VIDEO_OR_GIF_OR_FOLDER... --out data/mine --size 64 --fps 15
     genie-play data install-coinrun          # procgen without downgrading numpy
     genie-play data info data/coinrun64
+    genie-play data frame data/mine --episode 0 --index 0 --out prompt.png   # a prompt for play/rollout
 
 Writing into a folder that already holds a dataset appends to it (same frame size required);
 `--overwrite` deletes that dataset's files first. An import skips sources already in the dataset,
@@ -18,12 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ..errors import BadDataError, GenieError
 from .coinrun_policy import POLICIES
 from .data import DEFAULT_SHARD_BYTES, DatasetWriter, open_dataset
 
+FEW_SOURCES = 10  # an import of fewer sources warns that held-out takes whole videos
 COINRUN_PACKAGES = ["procgen-mirror", "gym3", "gym==0.26.2", "gym-notices", "cffi", "pycparser", "cloudpickle",
                     "filelock", "imageio", "glfw", "moderngl", "glcontext"]
 
@@ -69,10 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f = sub.add_parser("info", help="episodes, frames, levels and size of a dataset")
     f.add_argument("folder", type=Path)
 
+    g = sub.add_parser("frame", help="write one frame of a dataset as a PNG (a prompt for play, rollout, explore)")
+    g.add_argument("folder", type=Path)
+    g.add_argument("--episode", type=int, default=0, help="episode number, as `data info` counts them (default 0)")
+    g.add_argument("--index", type=int, default=0, help="frame number inside the episode (default 0)")
+    g.add_argument("--out", required=True, type=Path, help="PNG file to write")
+
 
 def run(args: argparse.Namespace) -> int:
     return {"coinrun": run_coinrun, "import": run_import, "install-coinrun": run_install,
-            "info": run_info}[args.data_command](args)
+            "info": run_info, "frame": run_frame}[args.data_command](args)
 
 
 def run_coinrun(args: argparse.Namespace) -> int:
@@ -154,8 +163,14 @@ def run_import(args: argparse.Namespace) -> int:
         report = import_paths(args.paths, writer, size=args.size, fps=args.fps,
                               heldout_fraction=args.heldout_fraction, min_frames=args.min_frames)
     print(report.summary(), file=sys.stderr)
+    if report.heldout_sources and report.imported and len(report.imported) < FEW_SOURCES:
+        print(f"warning: only {len(report.imported)} sources: the held-out split takes whole videos, so "
+              f"{len(report.heldout_sources)} of {len(report.imported)} ({report.heldout_frames} of {report.frames} frames) "
+              "went to held-out and are never trained on; import more videos or use --heldout-fraction 0", file=sys.stderr)
     print_info(args.out)
-    return 0 if report.imported or not report.skipped else 1
+    # A failure only when sources were tried, all failed and the dataset holds none of them: re-importing
+    # the same folder (everything already present, the same short files skipped again) is not.
+    return 0 if report.imported or report.already_present or not report.skipped else 1
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -202,6 +217,24 @@ def print_info(folder: Path) -> None:
             line += f", {len({ep['source'] for _, ep in eps})} sources"
             line += f", true actions for {with_actions} episodes" if with_actions else ", no true actions"
         print(line)
+
+
+def run_frame(args: argparse.Namespace) -> int:
+    """Write frame --index of episode --episode as a PNG (atomically)."""
+    from ..gif import write_png
+
+    data = open_dataset(args.folder)
+    if not 0 <= args.episode < len(data.episodes):
+        raise BadDataError(f"{args.folder}: no episode {args.episode}; it has episodes 0..{len(data.episodes) - 1} "
+                           "(see genie-play data info)")
+    frames = data.episode_frames(args.episode)
+    if not 0 <= args.index < len(frames):
+        raise BadDataError(f"{args.folder}: episode {args.episode} has frames 0..{len(frames) - 1}, not {args.index}")
+    write_png(args.out, np.asarray(frames[args.index]))
+    split = data.episodes[args.episode]["split"]
+    print(f"wrote {args.out} (episode {args.episode} ({split}), frame {args.index}); "
+          f"next: genie-play {args.out} --world WORLD")
+    return 0
 
 
 def run_info(args: argparse.Namespace) -> int:

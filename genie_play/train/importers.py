@@ -49,6 +49,8 @@ class ImportReport:
     skipped: list[str] = field(default_factory=list)
     already_present: list[str] = field(default_factory=list)
     frames: int = 0
+    heldout_sources: list[str] = field(default_factory=list)  # imported sources held out whole
+    heldout_frames: int = 0  # frames that went to the held-out split
 
     def summary(self) -> str:
         total = len(self.imported) + len(self.skipped)
@@ -209,8 +211,12 @@ def import_paths(paths: Sequence[str | Path], writer: DatasetWriter, size: int =
         if len(new) == 1 and heldout_fraction > 0 and min(cut, len(frames) - cut) >= min_frames:
             writer.append_episode(frames[:cut], split="train", source=key)
             writer.append_episode(frames[cut:], split="heldout", source=key)
+            report.heldout_frames += len(frames) - cut
         else:
             writer.append_episode(frames, split="heldout" if src in heldout else "train", source=key)
+            if src in heldout:
+                report.heldout_sources.append(str(src))
+                report.heldout_frames += len(frames)
         report.imported.append(str(src))
         report.frames += len(frames)
     bar.close()

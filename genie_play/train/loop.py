@@ -23,9 +23,8 @@ import contextlib
 import json
 import math
 import random
-import signal
+import shutil
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from torch import nn
 from .. import devices
 from ..errors import BadDataError, BadSettingError, CheckpointError
 from . import distributed as dist_utils
-from .checkpoint import (CHECKPOINT_NAME, MetricsLog, host_rng_state, load_checkpoint_weights, model_and_optimizer_tensors,
+from .checkpoint import (CHECKPOINT_NAME, host_rng_state, load_checkpoint_weights, model_and_optimizer_tensors,
                          read_checkpoint, read_checkpoint_meta, restore_model_and_optimizer, set_host_rng_state,
                          stale_temp_files, strip_wrapper_prefixes, trim_metrics, write_checkpoint,
                          write_json_atomic)
@@ -47,6 +46,9 @@ from .distributed import init_distributed, is_main, shutdown_distributed
 from .optim import default_param_groups, lr_at, make_adamw
 from .overrides import apply_overrides, config_from_dict, config_to_dict
 from .prefetch import BatchLoader
+from .reports import RunReports
+from .samples import picture_frames, write_samples
+from .signals import StopOnSignal
 
 __all__ = [
     "TrainConfig", "TrainModule", "Trainer", "lr_at", "default_param_groups", "apply_overrides",
@@ -77,6 +79,9 @@ class TrainConfig:
     log_every: int = 10                  # steps between metrics.jsonl lines
     checkpoint_every: int = 500          # steps between checkpoints (also at the end and on Ctrl-C)
     picture_every: int = 500             # steps between sample pictures; 0 = never
+    eval_every: int = 500                # steps between held-out evaluations (heldout.py); 0 = never
+    eval_clips: int = 8                  # held-out clips per evaluation (a fixed set)
+    control_every: int = 0               # steps between CoinRun control reports (dynamics, procgen); 0 = never
     num_workers: int = 1                 # data loading threads (0 = load in the training thread)
     compile: bool = False                # torch.compile the forward (slow first step)
 
@@ -85,7 +90,7 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise BadSettingError(f"setting {key}={getattr(self, key)} must be at least 1")
-        for key in ("warmup_steps", "picture_every", "num_workers"):
+        for key in ("warmup_steps", "picture_every", "num_workers", "eval_every", "eval_clips", "control_every"):
             if getattr(self, key) < 0:
                 raise BadSettingError(f"setting {key}={getattr(self, key)} must be 0 or more")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -106,8 +111,13 @@ def _say(text: str) -> None:
 
         tqdm.write(text, file=sys.stderr)
 
-class Trainer:
+class Trainer(StopOnSignal):
     """Trains `module` on `dataset` into `run_dir`; resumes from the checkpoint found there.
+
+    `evaluator` (optional, see heldout.py) is called on rank 0 every `eval_every` steps (and with
+    control=True every `control_every` steps) and at the end; its "heldout/..." metrics go to
+    metrics.jsonl and curves.png, and best.safetensors keeps the weights of its best `best_key`.
+    A run that fails before its first checkpoint removes the run folder it created.
 
     After construction, `start_step` is the step training continues from (0 for a new run) and
     `resumed_from` the checkpoint path (or None). After `run()`, `interrupted` says whether a
@@ -115,8 +125,9 @@ class Trainer:
     """
 
     def __init__(self, module: nn.Module, dataset: Any, cfg: TrainConfig, run_dir: Path,
-                 device: torch.device | str, extra_state: dict | None = None) -> None:
+                 device: torch.device | str, extra_state: dict | None = None, evaluator: Any = None) -> None:
         cfg.validate()
+        self.evaluator = evaluator
         self.cfg, self.dataset, self.run_dir = cfg, dataset, Path(run_dir)
         self.extra_state = json.loads(json.dumps(extra_state or {}))  # must be JSON-able; keep a copy
         self.rank, self.world_size, _ = init_distributed()
@@ -139,6 +150,7 @@ class Trainer:
         self.save_file = save_file  # writes the safetensors file; tests swap in one that fails like a full disk
         self._stop_signal: int | None = None
         self._stop_time = 0.0
+        self.say = _say
         self._skipped_in_a_row = 0
         self.resumed_from: Path | None = None
         self.start_step = self._resume()
@@ -152,8 +164,10 @@ class Trainer:
             forward = self._ddp
         self.forward_module = torch.compile(forward) if cfg.compile else forward
 
+        self.made_run_dir = False  # this Trainer created the run folder (removed again if the start fails)
         if is_main():
             try:
+                self.made_run_dir = not self.run_dir.exists()
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise CheckpointError(f"cannot create run folder {self.run_dir} ({err.strerror or err}); "
@@ -249,6 +263,14 @@ class Trainer:
     # ----- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
         """Train from `start_step` to `cfg.steps`, then save. Ctrl-C / SIGTERM: finish the step, save, return."""
+        try:
+            self._run()
+        except BaseException:
+            if self.made_run_dir and read_checkpoint_meta(self.run_dir) is None:  # nothing to resume: no half-made folder
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _run(self) -> None:
         cfg = self.cfg
         if self.start_step >= cfg.steps:
             _say(f"{self.run_dir} already finished {self.start_step} steps; raise steps=N to train longer")
@@ -259,13 +281,13 @@ class Trainer:
         previous_handlers = self._install_signal_handlers()
         bar = tqdm(total=cfg.steps, initial=self.start_step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not is_main(), file=sys.stderr, mininterval=1.0)
-        metrics_file = MetricsLog(self.run_dir / "metrics.jsonl", _say) if is_main() else None
+        reports = RunReports(self.run_dir, self.module, self.evaluator, self.device, _say, self.save_file) if is_main() else None
         frames_per_step = cfg.batch_size * cfg.grad_accum * cfg.clip_len * self.world_size
         tokens_per_frame = getattr(self.module, "tokens_per_frame", None)
         step, saved_step = self.start_step, self.start_step
         window_start, window_steps, run_start = time.perf_counter(), 0, time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
-        throughput = ""
+        throughput, heldout = "", ""
         try:
             loader.prefetch(step)
             while step < cfg.steps:
@@ -278,7 +300,7 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v
                 if is_main():
                     bar.update(1)
-                    bar.set_postfix_str(f"loss {float(stats['loss']):.4f} lr {lr_at(step - 1, cfg):.2e}{throughput}", refresh=False)
+                    bar.set_postfix_str(f"loss {float(stats['loss']):.4f} lr {lr_at(step - 1, cfg):.2e}{throughput}{heldout}", refresh=False)
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     names = sorted(sums)
                     means = dist_utils.mean_over_ranks(torch.stack([sums[k].detach().float().cpu() for k in names]) / window_steps)
@@ -290,11 +312,18 @@ class Trainer:
                         record["tokens_per_s"] = record["frames_per_s"] * tokens_per_frame
                     record["elapsed_s"] = time.perf_counter() - run_start
                     throughput = (f" {record['tokens_per_s']:,.0f} tok/s" if tokens_per_frame else f" {record['frames_per_s']:,.1f} frames/s")
-                    if metrics_file is not None:
-                        metrics_file.write(record)
+                    if reports is not None:
+                        reports.log(record)
                     sums, window_start, window_steps = {}, time.perf_counter(), 0
                 if is_main() and cfg.picture_every and (step % cfg.picture_every == 0 or step == cfg.steps):
-                    self._write_pictures(step)
+                    if not hasattr(self, "_picture_frames"):
+                        self._picture_frames = picture_frames(self.dataset, min(4, cfg.batch_size), self.device)
+                    write_samples(self.module, self._picture_frames, self.run_dir, step, self.device, _say)
+                control = bool(cfg.control_every) and step % cfg.control_every == 0
+                if reports is not None and self.evaluator is not None and (control or (cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps))):
+                    eval_start = time.perf_counter()
+                    heldout = reports.evaluate(step, control)
+                    window_start += time.perf_counter() - eval_start  # not counted against the throughput
                 stop = dist_utils.any_rank(self._stop_signal is not None)
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
                     self.save_checkpoint(step)
@@ -305,8 +334,8 @@ class Trainer:
         finally:
             bar.close()
             loader.close()
-            if metrics_file is not None:
-                metrics_file.close()
+            if reports is not None:
+                reports.close()
             self._restore_signal_handlers(previous_handlers)
         where = self.run_dir / CHECKPOINT_NAME
         if self.interrupted:
@@ -353,46 +382,3 @@ class Trainer:
                                       "resume with a lower lr=... or precision=fp32")
         n = len(micro_batches)
         return {"loss": loss_sum / n, "grad_norm": grad_norm.detach().float(), **{k: v / n for k, v in metric_sums.items()}}
-
-    def _write_pictures(self, step: int) -> None:
-        """module.write_pictures on a fixed set of clips, without disturbing the training RNG."""
-        if not hasattr(self, "_picture_frames"):
-            count = min(4, len(self.dataset), self.cfg.batch_size)
-            picks = np.linspace(0, len(self.dataset) - 1, count).round().astype(int)
-            self._picture_frames = torch.from_numpy(np.stack([self.dataset[int(i)] for i in picks])).to(self.device)
-        path = self.run_dir / "pictures" / f"step_{step:06d}.png"
-        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
-        was_training = self.module.training
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)  # a full disk or a read-only folder: warn below
-            with torch.random.fork_rng(devices=cuda), torch.no_grad():
-                self.module.eval()
-                self.module.write_pictures(self._picture_frames, path)
-        except Exception as err:  # a broken picture must not end a long run; say so and go on
-            _say(f"warning: could not write {path}: {type(err).__name__}: {err}")
-        finally:
-            self.module.train(was_training)
-
-    # ----- signals ------------------------------------------------------------------------------
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, self._on_signal)
-        return previous
-
-    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        now = time.monotonic()
-        if self._stop_signal is not None:
-            # A second Ctrl-C stops at once, without saving. torchrun re-sends the terminal's
-            # SIGINT to its workers within milliseconds: that repeat is not a second Ctrl-C.
-            if now - self._stop_time > 1.0:
-                raise KeyboardInterrupt
-            return
-        self._stop_signal, self._stop_time = signum, now
-        _say(f"{signal.Signals(signum).name}: finishing this step and saving a checkpoint (again to abort without saving)")

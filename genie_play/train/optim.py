@@ -43,3 +43,23 @@ def make_adamw(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, ValueError, TypeError):
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def fit_schedule(cfg):
+    """`cfg` (a TrainConfig) with the intervals that make no sense for its length fitted to it, and
+    one warning line per change: warmup_steps >= steps becomes min(warmup_steps, steps // 10) (a run
+    that never left its warmup would end at a fraction of its lr); picture_every and eval_every
+    longer than the run become steps // 4 (at least 1), so a short run still shows its progress."""
+    import dataclasses
+
+    changes, notes = {}, []
+    if cfg.warmup_steps >= cfg.steps:
+        changes["warmup_steps"] = min(cfg.warmup_steps, cfg.steps // 10)
+        notes.append(f"warmup_steps={cfg.warmup_steps} is not shorter than steps={cfg.steps} (the run would never "
+                     f"reach its lr); using warmup_steps={changes['warmup_steps']}")
+    for key in ("picture_every", "eval_every"):
+        value = getattr(cfg, key)
+        if value > cfg.steps:
+            changes[key] = max(1, cfg.steps // 4)
+            notes.append(f"{key}={value} is longer than steps={cfg.steps}; using {key}={changes[key]}")
+    return dataclasses.replace(cfg, **changes), notes

@@ -11,6 +11,7 @@ dynamics model trained on those tokens stays valid and can be paired with the sh
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,6 +28,13 @@ def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
 
 
 ENCODER_PARTS = ("enc_in", "enc_pos", "encoder", "enc_out", "vq")
+
+
+@dataclass
+class TokenizerLossConfig:
+    """The tokenizer phase's `loss.` settings (`genie-play train tokenizer ... loss.beta=0.5`)."""
+
+    beta: float = 0.25  # commitment weight of the VQ
 
 
 class TokenizerTrainer(nn.Module):
