@@ -23,7 +23,7 @@ from ..models.dynamics import DynamicsModel
 from ..models.lam import LatentActionModel
 from ..models.presets import WorldConfig
 from ..models.tokenizer import Tokenizer
-from ..models.vq import batch_perplexity, usage_entropy
+from ..models.vq import VQOutput, batch_perplexity, usage_entropy
 from .pictures import grid, save_png
 from .stage_tokenizer import psnr_from_mse
 
@@ -39,6 +39,25 @@ class DynamicsLossConfig:
     # (minimised, so each transition commits to one action).
     lam_usage_weight: float = 0.01
     lam_confidence_weight: float = 0.001
+
+
+def lam_losses(lam: LatentActionModel, frames: torch.Tensor, lc: DynamicsLossConfig) -> tuple[VQOutput, torch.Tensor, torch.Tensor]:
+    """The LAM's part of phase 2 on clips (B, T, H, W, 3) uint8: (its actions over (B, T-1), the
+    decoder's pixel MSE, the quantiser's loss). The decoder predicts frame t+1 from frames 1..t with
+    random context patches dropped, so the action, not the context, has to carry the change."""
+    b, t = frames.shape[:2]
+    act = lam.infer(frames)
+    drop_rate = torch.rand(b, t - 1, 1, device=frames.device) * lc.lam_context_drop
+    drop = torch.rand(b, t - 1, lam.cfg.tokens_per_frame, device=frames.device) < drop_rate
+    pred = lam.predict_next(frames[:, :-1], act.quantized, drop=drop).float()
+    mse = F.mse_loss(pred, frames[:, 1:].float() / 255.0)
+    if act.probs is None:  # straight-through VQ: codebook and commitment losses (and dead-code restarts)
+        vq = F.mse_loss(act.z_q, act.z_e.detach()) + lc.lam_beta * F.mse_loss(act.z_e, act.z_q.detach())
+    else:  # soft VQ: the decoder's gradient moves codes and encoder; a commitment pull would
+        # collapse the encoder onto one code before the actions start to help the decoder
+        own = -(act.probs * torch.log(act.probs.clamp(min=1e-12))).sum(-1).mean()
+        vq = lc.lam_confidence_weight * own - lc.lam_usage_weight * usage_entropy(act.probs)
+    return act, mse, vq
 
 
 class DynamicsTrainer(nn.Module):
@@ -62,19 +81,7 @@ class DynamicsTrainer(nn.Module):
         with torch.no_grad():
             tokens = self.tokenizer.encode(frames)  # (B, T, N)
 
-        # -- latent actions (pixels in, sigmoid pixels out) ------------------------------------------
-        act = self.lam.infer(frames)  # (B, T-1)
-        n_lam = self.cfg.lam.tokens_per_frame
-        drop_rate = torch.rand(b, t - 1, 1, device=frames.device) * lc.lam_context_drop
-        drop = torch.rand(b, t - 1, n_lam, device=frames.device) < drop_rate
-        pred = self.lam.predict_next(frames[:, :-1], act.quantized, drop=drop).float()
-        lam_mse = F.mse_loss(pred, frames[:, 1:].float() / 255.0)
-        if act.probs is None:  # straight-through VQ: codebook and commitment losses, dead-code restarts
-            lam_vq = F.mse_loss(act.z_q, act.z_e.detach()) + lc.lam_beta * F.mse_loss(act.z_e, act.z_q.detach())
-        else:  # soft VQ: the decoder's gradient moves codes and encoder; a commitment pull would
-            # collapse the encoder onto one code before the actions start to help the decoder
-            own = -(act.probs * torch.log(act.probs.clamp(min=1e-12))).sum(-1).mean()
-            lam_vq = lc.lam_confidence_weight * own - lc.lam_usage_weight * usage_entropy(act.probs)
+        act, lam_mse, lam_vq = lam_losses(self.lam, frames, lc)  # act over (B, T-1)
 
         # -- dynamics: MaskGIT objective on frames 2..T ---------------------------------------------
         rate = lc.mask_min + (1 - lc.mask_min) * torch.rand(b, t, 1, device=frames.device)
@@ -85,6 +92,7 @@ class DynamicsTrainer(nn.Module):
         ce = F.cross_entropy(logits[masked].float(), tokens[masked])
         loss = ce + lc.lam_weight * (lam_mse + lam_vq)
 
+        # straight-through VQ only (the soft VQ keeps its codes in use through lam_usage_weight)
         restarted = self.lam.vq.restart_dead_codes(step, act.z_e) if self.training and act.probs is None else 0
         with torch.no_grad():
             acc = (logits[masked].argmax(-1) == tokens[masked]).float().mean()
