@@ -18,6 +18,7 @@ from .pictures import save_png
 PANEL_W, PANEL_H, MARGIN = 360, 170, 34
 TRAIN_CURVES = ("loss",)  # training curves drawn beside every "heldout/..." one
 MAX_PANELS = 8
+SKIPPED = ("heldout/seconds", "heldout/copy_psnr", "heldout/tokenizer_psnr")  # bookkeeping, or constant in a dynamics run
 COLOURS = {"train": (90, 170, 255), "heldout": (255, 170, 60)}
 
 
@@ -25,7 +26,8 @@ def curve_names(records: list[dict]) -> list[str]:
     """The curves to draw: the training loss, then each held-out metric in the order first logged."""
     names: list[str] = [n for n in TRAIN_CURVES if any(n in r for r in records)]
     for r in records:
-        names += [k for k in r if k.startswith("heldout/") and k not in names and isinstance(r[k], (int, float))]
+        names += [k for k in r if k.startswith("heldout/") and k not in SKIPPED and k not in names
+                  and isinstance(r[k], (int, float))]
     return names[:MAX_PANELS]
 
 
