@@ -20,7 +20,6 @@ At play time only the action codebook is used (it conditions the dynamics model)
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +30,8 @@ from .motion import motion_costs, shifted
 from .patches import PositionTable, patchify, to_unit, unpatchify
 from .st_block import STConfig, STTransformer, init_weights
 from .vq import VectorQuantizer, VQConfig, VQOutput
+
+PREDICTIONS = ("frame", "change", "shift")  # what the decoder can output (module docstring)
 
 
 @dataclass
@@ -84,6 +85,8 @@ class LatentActionModel(nn.Module):
         self.dec_out = nn.Linear(cfg.decoder.dim, patch_dim)
         if cfg.predict not in PREDICTIONS:
             raise ValueError(f"LAM predict must be one of {', '.join(PREDICTIONS)}, not {cfg.predict!r}")
+        if min(cfg.max_shift) < 1 or cfg.motion_stride < 1:
+            raise ValueError(f"LAM max_shift {cfg.max_shift} and motion_stride {cfg.motion_stride} must be >= 1")
         rx, ry = cfg.max_shift
         self.dec_shift = nn.Linear(cfg.decoder.dim, 2 * rx + 1 + 2 * ry + 1) if cfg.predict == "shift" else None
         init_weights(self)
@@ -121,7 +124,7 @@ class LatentActionModel(nn.Module):
     ) -> torch.Tensor:
         """Decoder. frames (B, T, H, W, 3) = frames 1..T, actions (B, T, code_dim) where
         actions[:, t] is the action t -> t+1; drop (B, T, N) bool hides context patches.
-        Returns predicted frames 2..T+1: (B, T, H, W, 3), in [0, 1] (about [0, 1] with predict_change)."""
+        Returns predicted frames 2..T+1: (B, T, H, W, 3), in [0, 1] for "frame", about [0, 1] otherwise."""
         pixels = to_unit(frames)  # (B, T, H, W, 3) in [0, 1]
         x = self.dec_in(patchify(pixels, self.cfg.patch).to(self.dec_in.weight.dtype))  # (B, T, N, D)
         if drop is not None:
@@ -145,6 +148,3 @@ class LatentActionModel(nn.Module):
         """(num_actions, code_dim) unit vectors: what the dynamics model is conditioned on."""
         return self.vq.codes()
 
-
-
-PREDICTIONS = ("frame", "change", "shift")
