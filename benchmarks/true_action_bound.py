@@ -2,7 +2,8 @@
 
 A diagnostic, never a shipped world: it trains the dynamics model exactly as phase 2 does (same
 size, masking, optimiser and steps) but conditions it on a learned vector per true action class
-(`coinrun_policy.ACTION_CLASSES`, 6 classes in 8 slots) instead of the latent action model's codes.
+(`coinrun_policy.ACTION_CLASSES`, 6 classes in 8 slots) instead of the latent action model's codes
+(`stage_dynamics.dynamics_loss`, phase 2's own objective).
 Its control report (`genie-play eval OUT --control --data D`) then says how much of a world's
 controllability gap is the LAM's and how much the dynamics' or the tokenizer's.
 
@@ -34,6 +35,7 @@ from genie_play.presets import world_config_from_dict
 from genie_play.models.tokenizer import Tokenizer
 from genie_play.train.coinrun_policy import ACTION_CLASSES, PROCGEN_TO_CLASS
 from genie_play.train.data import ClipDataset
+from genie_play.train.stage_dynamics import dynamics_loss
 from genie_play.world import World, build_models
 
 
@@ -86,13 +88,8 @@ def main() -> int:
         true = to_class[torch.from_numpy(np.stack([data.actions(int(i)) for i in idx])).clamp(min=0)]  # (B, T-1)
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
             tokens = tok.encode(frames)  # (B, T, N)
-        rate = args.mask_min + (1 - args.mask_min) * torch.rand(tokens.shape[0], tokens.shape[1], 1)
-        masked = torch.rand(tokens.shape) < rate
-        masked[:, 0] = False
-        inputs = torch.where(masked, torch.full_like(tokens, cfg.dynamics.mask_id), tokens)
         with torch.autocast("cpu", torch.bfloat16):
-            logits = dyn(inputs, F.normalize(codes, dim=-1)[true])
-        loss = F.cross_entropy(logits[masked].float(), tokens[masked])
+            loss, _ = dynamics_loss(dyn, tokens, F.normalize(codes, dim=-1)[true], args.mask_min)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

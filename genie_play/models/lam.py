@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .motion import motion_costs, shifted
 from .patches import PositionTable, patchify, to_unit, unpatchify

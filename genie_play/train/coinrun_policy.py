@@ -32,7 +32,6 @@ CLASS_TO_PROCGEN: tuple[int, ...] = (4, 1, 7, 5, 2, 8)
 # What each procgen action does in CoinRun, as a class index (-1: not one of the six, e.g. DOWN
 # combos, which move like LEFT/RIGHT/idle but are never chosen by the held policy).
 PROCGEN_TO_CLASS: tuple[int, ...] = (1, 1, 4, 0, 0, 3, 2, 2, 5, 0, 0, 0, 0, 0, 0)
-PROCGEN_TO_CLASS_EXACT: dict[int, int] = {a: c for c, a in enumerate(CLASS_TO_PROCGEN)}
 
 POLICIES = ("held", "random")
 

@@ -60,6 +60,22 @@ def lam_losses(lam: LatentActionModel, frames: torch.Tensor, lc: DynamicsLossCon
     return act, mse, vq
 
 
+def dynamics_loss(dynamics: DynamicsModel, tokens: torch.Tensor, actions: torch.Tensor,
+                  mask_min: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MaskGIT objective on token grids (B, T, N) given actions (B, T-1, action_dim): frames 2..T
+    are masked at a rate drawn per frame from U[mask_min, 1] (frame 1 never: at play time it is the
+    prompt). Returns (cross-entropy on the masked tokens, their top-1 accuracy, no gradient)."""
+    b, t = tokens.shape[:2]
+    rate = mask_min + (1 - mask_min) * torch.rand(b, t, 1, device=tokens.device)
+    masked = torch.rand(tokens.shape, device=tokens.device) < rate
+    masked[:, 0] = False
+    inputs = torch.where(masked, torch.full_like(tokens, dynamics.cfg.mask_id), tokens)
+    logits = dynamics(inputs, actions)[masked].float()  # (M, vocab)
+    with torch.no_grad():
+        acc = (logits.argmax(-1) == tokens[masked]).float().mean()
+    return F.cross_entropy(logits, tokens[masked]), acc
+
+
 class DynamicsTrainer(nn.Module):
     def __init__(self, cfg: WorldConfig, tokenizer: Tokenizer, loss_cfg: DynamicsLossConfig | None = None) -> None:
         super().__init__()
@@ -77,25 +93,17 @@ class DynamicsTrainer(nn.Module):
         return self
 
     def forward(self, frames: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        lc, b, t = self.loss_cfg, frames.shape[0], frames.shape[1]
+        lc = self.loss_cfg
         with torch.no_grad():
             tokens = self.tokenizer.encode(frames)  # (B, T, N)
 
         act, lam_mse, lam_vq = lam_losses(self.lam, frames, lc)  # act over (B, T-1)
 
-        # -- dynamics: MaskGIT objective on frames 2..T ---------------------------------------------
-        rate = lc.mask_min + (1 - lc.mask_min) * torch.rand(b, t, 1, device=frames.device)
-        masked = torch.rand(tokens.shape, device=frames.device) < rate
-        masked[:, 0] = False
-        inputs = torch.where(masked, torch.full_like(tokens, self.cfg.dynamics.mask_id), tokens)
-        logits = self.dynamics(inputs, act.quantized.detach())  # stop-gradient into the LAM
-        ce = F.cross_entropy(logits[masked].float(), tokens[masked])
+        ce, acc = dynamics_loss(self.dynamics, tokens, act.quantized.detach(), lc.mask_min)  # stop-gradient into the LAM
         loss = ce + lc.lam_weight * (lam_mse + lam_vq)
 
         # straight-through VQ only (the soft VQ keeps its codes in use through lam_usage_weight)
         restarted = self.lam.vq.restart_dead_codes(step, act.z_e) if self.training and act.probs is None else 0
-        with torch.no_grad():
-            acc = (logits[masked].argmax(-1) == tokens[masked]).float().mean()
         metrics = {
             "ce": ce.detach(),
             "token_acc": acc,
