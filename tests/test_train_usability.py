@@ -37,7 +37,7 @@ def test_a_preset_of_another_frame_size_is_one_line_and_makes_no_folder(sprite_d
     run = tmp_path / "tok"
     assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(run), "--preset", "small", "steps=2"]) == 2
     line = error_of(capsys)
-    assert "64x64" in line and "16x16" in line and "--preset tiny" in line, line
+    assert "64x64" in line and "16x16" in line and "--preset tiny (16x16 frames" in line, line
     assert not run.exists()
 
 
@@ -56,15 +56,38 @@ def test_a_start_that_fails_removes_the_run_folder_it_made(tmp_path):
     assert not run.exists()
 
 
-def test_short_runs_fit_warmup_and_intervals_with_a_warning(sprite_data, tmp_path, capsys):
+def test_schedules_left_unset_follow_the_run_and_given_intervals_are_fitted(sprite_data, tmp_path, capsys):
     run = tmp_path / "tok"
-    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(run), "--preset", "tiny", "steps=20",
-                 "batch_size=4", "clip_len=4", "picture_every=500", "eval_every=0", *FAST]) == 0
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(run), "--preset", "tiny", "steps=32",
+                 "batch_size=4", "clip_len=4", "picture_every=500", *FAST]) == 0
     err = capsys.readouterr().err
-    assert "warmup_steps=500" in err and "using warmup_steps=2" in err and "picture_every=500" in err
+    assert "warmup_steps" not in err and "picture_every=500 is longer than steps=32; using picture_every=3" in err, err
     train = json.loads((run / "config.json").read_text())["train"]
-    assert (train["warmup_steps"], train["picture_every"]) == (2, 5)
-    assert sorted(p.name for p in (run / "pictures").glob("*.png")) == [f"step_{s:06d}.png" for s in (5, 10, 15, 20)]
+    assert (train["warmup_steps"], train["picture_every"], train["eval_every"]) == (2, 3, 3)  # steps // 16, 12 a run
+    held = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "heldout/psnr" in line]
+    assert held == [*range(3, 32, 3), 32]
+
+
+def test_a_given_warmup_as_long_as_the_run_is_refused_before_anything_is_written(sprite_data, tmp_path, capsys):
+    run = tmp_path / "tok"
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(run), "--preset", "tiny", "steps=60",
+                 "warmup_steps=500"]) == 2
+    line = error_of(capsys)
+    assert "warmup_steps=500 is not shorter than steps=60" in line and "use warmup_steps=3" in line, line
+    assert not run.exists()
+
+
+def test_a_resumed_run_keeps_its_schedule(sprite_data, tmp_path, capsys):
+    """Settings left unset take the checkpoint's values (an old run's fixed warmup=500 too), not the
+    new length's fractions: the learning rate of a resumed run does not jump."""
+    run = tmp_path / "tok"
+    assert tokenizer_run(sprite_data, run, "eval_every=0") == 0  # warmup_steps=1, picture_every=0 given
+    capsys.readouterr()
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(run), "--preset", "tiny", "steps=20",
+                 "batch_size=4", "clip_len=4", *FAST]) == 0
+    assert "changed settings: steps 6 -> 20\n" in capsys.readouterr().err  # and nothing else changed
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["warmup_steps"], train["picture_every"], train["eval_every"]) == (1, 0, 0)
 
 
 @pytest.mark.parametrize("phase_args, item, words", [
@@ -82,14 +105,48 @@ def test_unknown_keys_are_refused_the_same_way_everywhere(sprite_data, tmp_path,
     assert not run.exists()
 
 
-def test_print_config_shows_the_resolved_config_and_writes_nothing(sprite_data, tmp_path, capsys):
+def test_print_config_shows_every_setting_with_its_help_and_writes_nothing(sprite_data, tmp_path, capsys):
     run = tmp_path / "tok"
     assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(run), "--preset", "tiny", "--print-config",
-                 "steps=30", "model.tokenizer.decoder.depth=3", "loss.beta=0.5"]) == 0
-    config = json.loads(capsys.readouterr().out)
-    assert config["train"]["steps"] == 30 and config["train"]["warmup_steps"] == 3  # fitted to the run
-    assert config["model"]["tokenizer"]["decoder"]["depth"] == 3 and config["loss"] == {"beta": 0.5}
-    assert not run.exists()
+                 "steps=32", "model.tokenizer.decoder.depth=3", "loss.beta=0.5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("# model: preset tiny (16x16 frames"), out[:2]
+    settings = {line.split("=")[0]: line for line in out if not line.startswith("#")}
+    assert settings["steps"].startswith("steps=32 ") and "# optimiser steps in total" in settings["steps"]
+    assert settings["warmup_steps"].startswith("warmup_steps=2 ") and "steps // 16" in settings["warmup_steps"]
+    assert settings["model.tokenizer.decoder.depth"].startswith("model.tokenizer.decoder.depth=3 ")
+    assert "# ST blocks" in settings["model.tokenizer.decoder.depth"]
+    assert settings["loss.beta"].startswith("loss.beta=0.5 ") and "# commitment weight" in settings["loss.beta"]
+    assert settings["betas"].split()[0] == "betas=0.9,0.9"  # every line is a valid override
+    assert len(settings) > 60 and not run.exists()
+
+
+def test_field_help_comes_from_the_comment_beside_or_above_a_field():
+    from dataclasses import dataclass
+
+    from genie_play.config_text import config_lines, field_help
+
+    @dataclass
+    class Example:
+        depth: int = 2  # layers stacked
+        # Sampling temperature. Lower is greedier.
+        temperature: float = 1.0
+        flag: bool = False
+
+    assert field_help(Example) == {"depth": "layers stacked", "temperature": "Sampling temperature.", "flag": ""}
+    lines = config_lines(Example(), "x.")
+    assert [line.split("#")[0].strip() for line in lines] == ["x.depth=2", "x.temperature=1.0", "x.flag=false"]
+    assert lines[0].index("# layers") == lines[1].index("# Sampling") and lines[2] == "x.flag=false"  # lined up
+
+
+def test_presets_are_described_in_help_and_errors(sprite_data, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "tokenizer", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "tiny (16x16 frames" in help_text and "small (64x64 frames" in help_text
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(tmp_path / "r"), "--preset", "huge"]) == 2
+    line = error_of(capsys)
+    assert "unknown preset 'huge'" in line and "tiny (16x16 frames" in line, line
 
 
 def test_typos_and_run_folders_get_helpful_messages(sprite_data, tmp_path, capsys, monkeypatch):
@@ -134,8 +191,9 @@ def test_an_import_of_few_videos_warns_and_a_reimport_exits_0(tmp_path, capsys):
     args = ["data", "import", str(tmp_path / "src"), "--out", str(tmp_path / "data"), "--size", "16",
             "--heldout-fraction", "0.3"]
     assert main(args) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "only 3 sources" in err and "1 of 3 (20 of 60 frames) went to held-out" in err, err
+    assert out.splitlines()[-1] == f"next: genie-play train tokenizer --data {tmp_path / 'data'} --run runs/tok --preset tiny"
     (tmp_path / "src" / "short.gif").parent.mkdir(exist_ok=True)
     write_gif(tmp_path / "src" / "short.gif", rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8))
     assert main(args) == 0  # nothing new but a too-short clip skipped: nothing went wrong
@@ -150,6 +208,8 @@ def test_an_import_of_few_videos_warns_and_a_reimport_exits_0(tmp_path, capsys):
 def test_runs_evaluate_held_out_keep_best_and_draw_curves_and_gifs(sprite_data, tmp_path, capsys):
     tok = tmp_path / "tok"
     assert tokenizer_run(sprite_data, tok, "eval_every=3") == 0
+    hint = capsys.readouterr().err.strip().splitlines()[-1]  # the tiny preset's dynamics needs its preset and clip length
+    assert hint == f"next: genie-play train dynamics --data {sprite_data} --run RUN --tokenizer {tok} --preset tiny clip_len=6"
     rows = [json.loads(line) for line in (tok / "metrics.jsonl").read_text().splitlines()]
     held = [r for r in rows if "heldout/psnr" in r]
     assert [r["step"] for r in held] == [3, 6] and all(5 < r["heldout/psnr"] < 60 for r in held)
@@ -168,11 +228,27 @@ def test_runs_evaluate_held_out_keep_best_and_draw_curves_and_gifs(sprite_data, 
     gif = Image.open(dyn / "pictures" / "step_000004.gif")
     assert gif.n_frames == 6  # the prompt and 5 generated frames, every action beside the real clip
     assert read_best(dyn)["metric"] == "heldout/rollout_psnr"
-    out = tmp_path / "best.safetensors"
+    out_path = tmp_path / "best.safetensors"
     capsys.readouterr()
-    assert main(["train", "export", str(dyn), "--out", str(out), "--best"]) == 0
-    assert f"best weights: step {read_best(dyn)['step']}" in capsys.readouterr().out
-    assert World.load(out, device="cpu").frame_size == (SIZE, SIZE)
+    assert main(["train", "export", str(dyn), "--out", str(out_path), "--best"]) == 0
+    out = capsys.readouterr().out
+    assert f"best weights: step {read_best(dyn)['step']}" in out and f"next: genie-play PROMPT.png --world {out_path}" in out
+    assert World.load(out_path, device="cpu").frame_size == (SIZE, SIZE)
+
+
+def test_coinrun_data_say_what_to_run_next(tmp_path, capsys, monkeypatch):
+    from genie_play.train import coinrun
+
+    def episodes(levels, num_frames, **kw):
+        rng = np.random.default_rng(levels[0])
+        yield coinrun.Episode(rng.integers(0, 255, (20, 64, 64, 3), dtype=np.uint8), np.full(20, 1, np.int16), levels[0])
+
+    monkeypatch.setattr(coinrun, "import_procgen", lambda: None)
+    monkeypatch.setattr(coinrun, "generate_episodes", episodes)
+    data = tmp_path / "coinrun"
+    assert main(["data", "coinrun", "--out", str(data), "--levels", "0:5", "--frames", "20",
+                 "--heldout-levels", "5:6", "--heldout-frames", "20"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"next: genie-play train tokenizer --data {data} --run runs/tok"
 
 
 def test_the_control_report_collects_states_once_with_the_frame_skip(monkeypatch):

@@ -24,11 +24,11 @@ from .st_block import ContextKV, FrameKV, STConfig, STTransformer, init_weights
 
 @dataclass
 class DynamicsConfig:
-    grid: tuple[int, int] = (8, 8)
-    vocab: int = 1024
-    action_dim: int = 32
-    num_actions: int = 8
-    action_mode: str = "add"  # "add" | "token"
+    grid: tuple[int, int] = (8, 8)  # tokens per frame, rows and columns (the tokenizer's grid)
+    vocab: int = 1024  # token vocabulary (the tokenizer's codebook size)
+    action_dim: int = 32  # width of a latent action vector (the LAM's code_dim)
+    num_actions: int = 8  # latent actions (the LAM's codebook size): the keys a player gets
+    action_mode: str = "add"  # "add" | "token": how the action enters (module docstring)
     # 3 layers, FFN x3: ~3.3M parameters, about compute-optimal for the tokens a few CPU-hours see,
     # and ~0.4 GFLOP per MaskGIT step (25 steps + 1 per frame must fit in ~100 ms on 2 cores).
     st: STConfig = field(default_factory=lambda: STConfig(dim=256, depth=3, heads=4, mlp_ratio=3.0, window=16))

@@ -35,8 +35,8 @@ PREDICTIONS = ("frame", "change", "shift")  # what the decoder can output (modul
 
 @dataclass
 class LAMConfig:
-    frame_size: tuple[int, int] = (64, 64)
-    patch: int = 16
+    frame_size: tuple[int, int] = (64, 64)  # frame height, width in pixels (the tokenizer's)
+    patch: int = 16  # side of the square pixel patches the LAM reads frames in
     vq: VQConfig = field(default_factory=lambda: VQConfig(num_codes=8, code_dim=32, dead_after=50))
     encoder: STConfig = field(default_factory=lambda: STConfig(dim=128, depth=4, heads=4, window=16))
     decoder: STConfig = field(default_factory=lambda: STConfig(dim=128, depth=4, heads=4, window=16))
@@ -44,7 +44,7 @@ class LAMConfig:
     max_shift: tuple[int, int] = (4, 8)  # largest shift across and down, in pixels per frame (both below)
     # The encoder also reads, per patch, how well each shift of frame t explains frame t+1
     # (models/motion.py `motion_costs`): which way things moved is given, not discovered.
-    motion_input: bool = False
+    motion_input: bool = False  # the encoder also reads per-patch motion costs (above)
     motion_stride: int = 1  # the motion costs' shifts step by this many pixels (on frames averaged as much)
 
     # Fields added after the first bundles, with the value that reproduces those bundles.

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 
 @dataclass
 class STConfig:
-    dim: int = 256
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 4.0
+    dim: int = 256  # width of every token vector
+    depth: int = 4  # ST blocks (spatial attention, temporal attention, feed-forward) stacked
+    heads: int = 4  # attention heads per attention layer (dim must divide by heads)
+    mlp_ratio: float = 4.0  # feed-forward hidden width as a multiple of dim
     window: int = 16  # frames visible to temporal attention (the model's context length)
     attention: str = "plain"  # "plain" (faster at these short lengths on CPU) or "sdpa"
-    rope_base: float = 10000.0
+    rope_base: float = 10000.0  # base of the rotary position embedding of temporal attention
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, impl: str) -> torch.Tensor:

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 @dataclass
 class VQConfig:
-    num_codes: int = 1024
-    code_dim: int = 32
+    num_codes: int = 1024  # codebook size: distinct tokens (tokenizer) or actions (LAM)
+    code_dim: int = 32  # width of each code vector
     dead_after: int = 50  # training steps without use before a code is restarted (0 = never)
     restart_noise: float = 0.1  # relative noise on the copy of a used code
     # 0: straight-through (the value of the nearest code, the gradient of the encoder output).
@@ -31,7 +31,7 @@ class VQConfig:
     # every code's cosine similarity / soft_temperature, so every code and every direction of the
     # encoder output learns from every sample, and `VQOutput.probs` can be held to a spread-out
     # usage (`usage_entropy`); for tiny codebooks (latent actions), which straight-through collapses.
-    soft_temperature: float = 0.0
+    soft_temperature: float = 0.0  # 0: straight-through VQ; > 0: soft-VQ gradients at this temperature (above)
 
     # Fields added after the first bundles, with the value that reproduces those bundles.
     ADDED_FIELDS = {"soft_temperature": 0.0}

@@ -1,12 +1,14 @@
-"""`genie-play train tokenizer|dynamics|export` (also `python -m genie_play.train ...` for torchrun).
+"""`genie-play train tokenizer|dynamics|export|report` (also `python -m genie_play.train ...` for torchrun).
 
     genie-play train tokenizer --data DIR --run runs/tok [--preset small] [key=value ...]
     genie-play train dynamics  --data DIR --run runs/dyn --tokenizer runs/tok [key=value ...]
     genie-play train export runs/dyn --out coinrun.safetensors [--labels labels.json]
+    genie-play train report runs/dyn        # curves.png and a table of the run's numbers
 
 Overrides: `key=value` for the training loop (`steps=2000`, `lr=3e-4`, ...), `model.` keys for the
-world config (`model.dynamics.st.depth=3`), `loss.` keys for phase 2's loss config. Running the
-same command again resumes the run from its last checkpoint.
+world config (`model.dynamics.st.depth=3`), `loss.` keys for the phase's loss config;
+`--print-config` lists every key with its value and help. Running the same command again resumes
+the run from its last checkpoint, with the schedule it had (optim.resolve_schedule).
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from pathlib import Path
 import torch
 
 from ..errors import BadSettingError, CheckpointError
-from ..models.presets import PRESETS, WorldConfig, override, preset, to_dict, world_config_from_dict
+from ..presets import (WorldConfig, describe, override, preset, preset_choices, presets_for, to_dict,
+                       world_config_from_dict)
 
 PHASE_DEFAULTS = {
-    # The shipped world's schedules (see weights/README.md); small enough for a 2-core CPU.
-    "tokenizer": dict(steps=6000, batch_size=8, clip_len=4, lr=3e-4, warmup_steps=500),
-    "dynamics": dict(steps=8000, batch_size=6, clip_len=16, lr=3e-4, warmup_steps=500),
+    # The shipped world's schedules (see weights/README.md); small enough for a 2-core CPU. Warmup and
+    # picture/eval intervals are left unset: they follow `steps` (optim.resolve_schedule).
+    "tokenizer": dict(steps=6000, batch_size=8, clip_len=4, lr=3e-4),
+    "dynamics": dict(steps=8000, batch_size=6, clip_len=16, lr=3e-4),
 }
 
 
@@ -33,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(phase, help=f"train the {'video tokenizer' if phase == 'tokenizer' else 'LAM + dynamics model'}")
         p.add_argument("--data", required=True, type=Path, help="dataset folder (genie-play data ...)")
         p.add_argument("--run", required=True, type=Path, help="run folder: checkpoints, metrics, pictures")
-        p.add_argument("--preset", default="small", choices=sorted(PRESETS))
+        # No argparse `choices`: preset() refuses an unknown name with every preset's description.
+        p.add_argument("--preset", default="small", metavar="NAME", help=f"model size (default small): {preset_choices()}")
         p.add_argument("--device", default="auto")
         p.add_argument("--init", type=Path, help="warm-start the trained parts from a world bundle")
         if phase == "dynamics":
@@ -44,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--decoder-only", action="store_true",
                            help="freeze the encoder and codebook (tokens unchanged) and train only the decoder; use with --init")
         p.add_argument("--print-config", action="store_true",
-                       help="print the full resolved config (preset + overrides) as JSON and exit; nothing is written")
+                       help="print every setting (preset + overrides, as this command would train) as key=value "
+                            "with one line of help each, and exit; nothing is written")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p = sub.add_parser("export", help="write a world bundle from a phase-2 run")
     p.add_argument("run", type=Path)
@@ -55,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-lam", action="store_true", help="leave out the LAM encoder (smaller; no infer_actions)")
     p.add_argument("--fp32", action="store_true", help="store fp32 weights instead of bf16")
     p.add_argument("--best", action="store_true", help="export the run's best.safetensors (best held-out metric) instead of its last checkpoint")
+    p = sub.add_parser("report", help="write a run's curves.png and print its last and best numbers")
+    p.add_argument("run", type=Path, help="run folder (the --run of a training command)")
 
 
 def _split_overrides(items: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -154,8 +162,8 @@ def _check_frame_size(world_cfg: WorldConfig, dataset, args: argparse.Namespace)
         source = f"the world from --init {args.init}"
     else:
         source = f"--preset {args.preset}"
-    fits = [n for n in PRESETS if tuple(preset(n).tokenizer.frame_size) == data]
-    fix = f"use --preset {fits[0]}" if fits and args.phase == "tokenizer" and not args.init else \
+    fits = presets_for(data)
+    fix = f"use --preset {fits[0]} ({describe(fits[0])})" if fits and args.phase == "tokenizer" and not args.init else \
         f"import the data at {model[0]}x{model[1]} (genie-play data import ... --size {model[0]})"
     raise BadSettingError(f"{source} makes {model[0]}x{model[1]} frames but {args.data} holds "
                           f"{data[0]}x{data[1]} frames; {fix}")
@@ -210,26 +218,64 @@ def _build(args: argparse.Namespace, cfg, model_over: list[str], loss_over: list
     return module, world_cfg, loss_cfg, extra
 
 
+def _saved_train_config(run: Path) -> dict | None:
+    """The train_config of the run folder's checkpoint (None for a new run), read on rank 0 and
+    sent to every rank: all ranks must resolve the same schedule, shared file system or not."""
+    from . import distributed as dist_utils
+    from .checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(run) if dist_utils.is_main() and run.is_dir() else None
+    return dist_utils.broadcast_json((meta or {}).get("train_config"))
+
+
+def _print_config(args: argparse.Namespace, cfg, world_cfg: WorldConfig, loss_cfg) -> None:
+    """Every setting of the command as `key=value  # help` lines (config_text.py); the model's source first."""
+    from ..config_text import config_lines
+
+    source = f"preset {args.preset} ({describe(args.preset)})"
+    if args.phase == "dynamics":
+        source += f"; model.tokenizer from --tokenizer {args.tokenizer}"
+    elif args.init:
+        source = f"the world of --init {args.init}"
+    print(f"# genie-play train {args.phase}: every setting, as it would train; any line works as an override")
+    print(f"# model: {source}")
+    print("\n".join(config_lines(cfg) + config_lines(world_cfg, "model.") + config_lines(loss_cfg, "loss.")))
+
+
+def _next_step(args: argparse.Namespace) -> str:
+    """The command to run after a finished phase, with the preset and clip length it needs."""
+    if args.phase == "dynamics":
+        return f"next: genie-play train export {args.run} --out world.safetensors"
+    extra = f" --preset {args.preset}" if args.preset != "small" else ""
+    window = preset(args.preset).dynamics.st.window
+    if window < PHASE_DEFAULTS["dynamics"]["clip_len"]:  # the default clips would not fit this preset
+        extra += f" clip_len={window}"
+    return f"next: genie-play train dynamics --data {args.data} --run RUN --tokenizer {args.run}{extra}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Train a phase; 0 when it finished, 130 when Ctrl-C / SIGTERM stopped it (after saving)."""
     if args.phase == "export":
         return export(args)
-    import json
+    if args.phase == "report":
+        from .report_cli import report
 
+        return report(args.run)
     from ..devices import resolve_device, set_threads
     from .data import ClipDataset
     from .heldout import make_evaluator
     from .loop import Trainer, TrainConfig, init_distributed, is_main, shutdown_distributed
-    from .optim import fit_schedule
-    from .overrides import apply_overrides, config_to_dict
+    from .optim import resolve_schedule
+    from .overrides import apply_overrides
 
     train_over, model_over, loss_over = _split_overrides(args.overrides)
     cfg = apply_overrides(TrainConfig(**PHASE_DEFAULTS[args.phase]), train_over)
-    cfg, notes = fit_schedule(cfg)
+    init_distributed()  # idempotent; the saved schedule is broadcast from rank 0
+    cfg, notes = resolve_schedule(cfg, _saved_train_config(args.run))
+    cfg.validate()  # e.g. warmup_steps >= steps: refused before anything is loaded or written
     module, world_cfg, loss_cfg, extra = _build(args, cfg, model_over, loss_over)
     if args.print_config:
-        print(json.dumps({"train": config_to_dict(cfg), "model": to_dict(world_cfg),
-                          "loss": dataclasses.asdict(loss_cfg)}, indent=2))
+        _print_config(args, cfg, world_cfg, loss_cfg)
         return 0
     dataset = ClipDataset(args.data, split="train", clip_len=cfg.clip_len)
     _check_frame_size(world_cfg, dataset, args)
@@ -249,10 +295,7 @@ def run(args: argparse.Namespace) -> int:
         shutdown_distributed()
     if trainer.interrupted:
         return 130
-    if args.phase == "tokenizer":
-        say(f"next: genie-play train dynamics --data {args.data} --run RUN --tokenizer {args.run}")
-    else:
-        say(f"next: genie-play train export {args.run} --out world.safetensors")
+    say(_next_step(args))
     return 0
 
 

@@ -4,6 +4,7 @@
 takes every new record through `add(record)` and redraws the picture with `draw()` (atomically, so
 it can be looked at while the run trains). `draw_curves(records)` is the picture of a list of
 metrics records: one panel per curve, each with its step range and its last, min and max values.
+`read_metrics(path)` is how metrics.jsonl is read, here and by `genie-play train report`.
 """
 from __future__ import annotations
 
@@ -20,6 +21,25 @@ TRAIN_CURVES = ("loss",)  # training curves drawn beside every "heldout/..." one
 MAX_PANELS = 8
 SKIPPED = ("heldout/seconds", "heldout/copy_psnr", "heldout/tokenizer_psnr")  # bookkeeping, or constant in a dynamics run
 COLOURS = {"train": (90, 170, 255), "heldout": (255, 170, 60)}
+
+
+def read_metrics(path: Path) -> tuple[list[dict], int]:
+    """(records, unreadable lines) of a metrics.jsonl: a record is a JSON object with an integer
+    "step"; anything else counts as unreadable (a killed run's half-written last line is one).
+    OSError when the file cannot be read."""
+    records, bad = [], 0
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
 
 
 def curve_names(records: list[dict]) -> list[str]:
@@ -76,16 +96,10 @@ class Curves:
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / "curves.png"
-        self.records: list[dict] = []
         try:
-            lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        except OSError:
-            lines = []
-        for line in lines:
-            try:
-                self.records.append(json.loads(line))
-            except ValueError:
-                continue  # a half-written line of a killed run
+            self.records = read_metrics(Path(run_dir) / "metrics.jsonl")[0]
+        except OSError:  # a new run
+            self.records = []
 
     def add(self, record: dict) -> None:
         self.records.append(dict(record))

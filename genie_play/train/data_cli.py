@@ -124,6 +124,7 @@ def run_coinrun(args: argparse.Namespace) -> int:
                 bar.update(len(ep.frames))
             bar.close()
     print_info(args.out)
+    print(next_step(args.out))
     return 0
 
 
@@ -170,7 +171,10 @@ def run_import(args: argparse.Namespace) -> int:
     print_info(args.out)
     # A failure only when sources were tried, all failed and the dataset holds none of them: re-importing
     # the same folder (everything already present, the same short files skipped again) is not.
-    return 0 if report.imported or report.already_present or not report.skipped else 1
+    if report.imported or report.already_present or not report.skipped:
+        print(next_step(args.out))
+        return 0
+    return 1
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -190,6 +194,19 @@ def run_install(args: argparse.Namespace) -> int:
         raise GenieError(f"procgen installed but does not start ({last})")
     print("CoinRun is ready: genie-play data coinrun --out data/coinrun64")
     return 0
+
+
+def next_step(folder: Path) -> str:
+    """The command that trains on dataset `folder`, with the preset that makes its frame size."""
+    from ..presets import presets_for
+
+    h, w = open_dataset(folder).frame_size
+    fits = presets_for((h, w))
+    if not fits:
+        return (f"next: genie-play train tokenizer --data {folder} --run runs/tok, after importing at --size 64 "
+                f"(preset small) or --size 16 (preset tiny): no preset makes {h}x{w} frames")
+    preset = "" if "small" in fits else f" --preset {fits[0]}"  # small is the default
+    return f"next: genie-play train tokenizer --data {folder} --run runs/tok{preset}"
 
 
 def _du(folder: Path) -> int:

@@ -11,7 +11,8 @@ A stage is an `nn.Module` with this contract (see `TrainModule`)::
 `Trainer(module, dataset, cfg, run_dir, device, extra_state).run()` trains it with bf16 autocast
 (fp32 master weights), AdamW with linear warmup + cosine decay, gradient clipping and accumulation,
 DistributedDataParallel under torchrun, checkpoints that resume bit-exactly (checkpoint.py), a
-progress bar, `metrics.jsonl` and sample pictures. Running the same command again resumes.
+progress bar, `metrics.jsonl`, `curves.png`, sample pictures and, when the `tensorboard` package is
+installed, TensorBoard event files (reports.py). Running the same command again resumes.
 
 The dataset is duck-typed: `len(ds)`, `ds[i] -> np.ndarray (T, H, W, 3) uint8` and
 `ds.sample_indices(n, seed, step, rank, world_size) -> np.ndarray` (a pure function of its arguments,
@@ -43,7 +44,7 @@ from .checkpoint import (CHECKPOINT_NAME, host_rng_state, load_checkpoint_weight
                          stale_temp_files, strip_wrapper_prefixes, trim_metrics, write_checkpoint,
                          write_json_atomic)
 from .distributed import init_distributed, is_main, shutdown_distributed
-from .optim import default_param_groups, lr_at, make_adamw
+from .optim import default_param_groups, default_schedule, lr_at, make_adamw, resolve_schedule
 from .overrides import apply_overrides, config_from_dict, config_to_dict
 from .prefetch import BatchLoader
 from .reports import RunReports
@@ -69,17 +70,17 @@ class TrainConfig:
     clip_len: int = 16                   # frames per clip (the dataset must yield this T)
     lr: float = 3e-4                     # peak learning rate
     min_lr_ratio: float = 0.1            # cosine decays to min_lr_ratio * lr
-    warmup_steps: int = 1_000            # linear warmup from lr / warmup_steps
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.9)   # as in the Genie paper
+    warmup_steps: int | None = None      # linear warmup from lr / warmup_steps, shorter than steps; unset: steps // 16
+    weight_decay: float = 1e-4           # AdamW weight decay of weight matrices (not of norms, biases, embeddings)
+    betas: tuple[float, float] = (0.9, 0.9)   # AdamW betas, as in the Genie paper
     grad_clip: float = 1.0               # max global grad norm; 0 = no clipping (norm still logged)
     grad_accum: int = 1                  # micro-batches per step: batch = batch_size * grad_accum * processes
     precision: Literal["auto", "bf16", "fp32"] = "auto"   # auto: bf16 on CUDA and on CPUs with bf16
-    seed: int = 0
+    seed: int = 0                        # seeds weights, masks and noise (the data order follows the step)
     log_every: int = 10                  # steps between metrics.jsonl lines
     checkpoint_every: int = 500          # steps between checkpoints (also at the end and on Ctrl-C)
-    picture_every: int = 500             # steps between sample pictures; 0 = never
-    eval_every: int = 500                # steps between held-out evaluations (heldout.py); 0 = never
+    picture_every: int | None = None     # steps between sample pictures; 0 = never; unset: about 12 per run
+    eval_every: int | None = None        # steps between held-out evaluations (heldout.py); 0 = never; unset: about 12 per run
     eval_clips: int = 8                  # held-out clips per evaluation (a fixed set)
     control_every: int = 0               # steps between CoinRun control reports (dynamics, procgen); 0 = never
     num_workers: int = 1                 # data loading threads (0 = load in the training thread)
@@ -91,8 +92,13 @@ class TrainConfig:
             if getattr(self, key) < 1:
                 raise BadSettingError(f"setting {key}={getattr(self, key)} must be at least 1")
         for key in ("warmup_steps", "picture_every", "num_workers", "eval_every", "eval_clips", "control_every"):
-            if getattr(self, key) < 0:
+            if (getattr(self, key) or 0) < 0:  # None: not given yet (optim.resolve_schedule fills it)
                 raise BadSettingError(f"setting {key}={getattr(self, key)} must be 0 or more")
+        if self.warmup_steps is not None and self.warmup_steps >= self.steps:
+            # A run that never leaves its warmup ends at a fraction of its lr: a mistake, never a choice.
+            raise BadSettingError(f"setting warmup_steps={self.warmup_steps} is not shorter than steps={self.steps}: the "
+                                  f"run would end before its learning rate reached lr={self.lr:g}; use warmup_steps="
+                                  f"{default_schedule(self.steps)['warmup_steps']} (a sixteenth of the run) or leave it out")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise BadSettingError(f"setting lr={self.lr} must be a positive number, e.g. lr=3e-4")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -117,7 +123,8 @@ class Trainer(StopOnSignal):
     `evaluator` (optional, see heldout.py) is called on rank 0 every `eval_every` steps (and with
     control=True every `control_every` steps) and at the end; its "heldout/..." metrics go to
     metrics.jsonl and curves.png, and best.safetensors keeps the weights of its best `best_key`.
-    A run that fails before its first checkpoint removes the run folder it created.
+    A run that fails before its first checkpoint removes the run folder it created. Schedule settings
+    `cfg` leaves at None follow `cfg.steps` (optim.resolve_schedule; the CLI resolves them first).
 
     After construction, `start_step` is the step training continues from (0 for a new run) and
     `resumed_from` the checkpoint path (or None). After `run()`, `interrupted` says whether a
@@ -126,6 +133,7 @@ class Trainer(StopOnSignal):
 
     def __init__(self, module: nn.Module, dataset: Any, cfg: TrainConfig, run_dir: Path,
                  device: torch.device | str, extra_state: dict | None = None, evaluator: Any = None) -> None:
+        cfg, notes = resolve_schedule(cfg)  # the CLI resolved it already (with the resumed run's values)
         cfg.validate()
         self.evaluator = evaluator
         self.cfg, self.dataset, self.run_dir = cfg, dataset, Path(run_dir)
@@ -151,6 +159,8 @@ class Trainer(StopOnSignal):
         self._stop_signal: int | None = None
         self._stop_time = 0.0
         self.say = _say
+        for note in notes:
+            _say(f"warning: {note}")
         self._skipped_in_a_row = 0
         self.resumed_from: Path | None = None
         self.start_step = self._resume()
@@ -281,7 +291,8 @@ class Trainer(StopOnSignal):
         previous_handlers = self._install_signal_handlers()
         bar = tqdm(total=cfg.steps, initial=self.start_step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not is_main(), file=sys.stderr, mininterval=1.0)
-        reports = RunReports(self.run_dir, self.module, self.evaluator, self.device, _say, self.save_file) if is_main() else None
+        reports = RunReports(self.run_dir, self.module, self.evaluator, self.device, _say, self.save_file,
+                             self.start_step) if is_main() else None
         frames_per_step = cfg.batch_size * cfg.grad_accum * cfg.clip_len * self.world_size
         tokens_per_frame = getattr(self.module, "tokens_per_frame", None)
         step, saved_step = self.start_step, self.start_step
@@ -319,6 +330,8 @@ class Trainer(StopOnSignal):
                     if not hasattr(self, "_picture_frames"):
                         self._picture_frames = picture_frames(self.dataset, min(4, cfg.batch_size), self.device)
                     write_samples(self.module, self._picture_frames, self.run_dir, step, self.device, _say)
+                    if reports is not None:
+                        reports.pictures(step)
                 control = bool(cfg.control_every) and step % cfg.control_every == 0
                 if reports is not None and self.evaluator is not None and (control or (cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps))):
                     eval_start = time.perf_counter()

@@ -1,5 +1,6 @@
 """The optimiser and learning-rate schedule of the training loop (loop.py): AdamW with weight decay
-on matrices only, linear warmup then cosine decay."""
+on matrices only, linear warmup then cosine decay; and the schedule of settings a run did not
+give (warmup, picture and evaluation intervals follow the run's length: `resolve_schedule`)."""
 from __future__ import annotations
 
 import math
@@ -45,21 +46,35 @@ def make_adamw(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
-def fit_schedule(cfg):
-    """`cfg` (a TrainConfig) with the intervals that make no sense for its length fitted to it, and
-    one warning line per change: warmup_steps >= steps becomes min(warmup_steps, steps // 10) (a run
-    that never left its warmup would end at a fraction of its lr); picture_every and eval_every
-    longer than the run become steps // 4 (at least 1), so a short run still shows its progress."""
+WARMUP_FRACTION = 16  # default warmup: a sixteenth of the run (the dynamics' 8,000 steps: 500, as the shipped world)
+PER_RUN = 12  # default picture_every / eval_every: about twelve pictures and held-out evaluations per run
+SCHEDULE_KEYS = ("warmup_steps", "picture_every", "eval_every")  # TrainConfig's None: "a fraction of steps"
+
+
+def default_schedule(steps: int) -> dict[str, int]:
+    """The schedule of a run of `steps` steps whose settings were not given (see resolve_schedule)."""
+    every = max(1, -(-steps // PER_RUN))  # rounded up: a 20-step run draws every 2 steps, not every step
+    return {"warmup_steps": steps // WARMUP_FRACTION, "picture_every": every, "eval_every": every}
+
+
+def resolve_schedule(cfg, saved: dict | None = None):
+    """(`cfg` with every schedule setting an int, warning lines) for a TrainConfig `cfg`.
+
+    A setting left at None (not given) takes the value `saved` (the train_config of the checkpoint
+    being resumed) had, so a resumed run continues its own schedule, as long as that value fits the
+    run; otherwise `default_schedule(cfg.steps)`. A picture_every or eval_every that was given but
+    is longer than the run becomes the default, with a warning (a short run still shows its
+    progress). A given warmup_steps >= steps is left as it is: `TrainConfig.validate` refuses it."""
     import dataclasses
 
-    changes, notes = {}, []
-    if cfg.warmup_steps >= cfg.steps:
-        changes["warmup_steps"] = min(cfg.warmup_steps, cfg.steps // 10)
-        notes.append(f"warmup_steps={cfg.warmup_steps} is not shorter than steps={cfg.steps} (the run would never "
-                     f"reach its lr); using warmup_steps={changes['warmup_steps']}")
-    for key in ("picture_every", "eval_every"):
+    defaults, changes, notes = default_schedule(cfg.steps), {}, []
+    for key in SCHEDULE_KEYS:
         value = getattr(cfg, key)
-        if value > cfg.steps:
-            changes[key] = max(1, cfg.steps // 4)
+        if value is None:
+            old = (saved or {}).get(key)
+            fits = isinstance(old, int) and 0 <= old and (old < cfg.steps if key == "warmup_steps" else old <= cfg.steps)
+            changes[key] = old if fits else defaults[key]
+        elif key != "warmup_steps" and value > cfg.steps:
+            changes[key] = defaults[key]
             notes.append(f"{key}={value} is longer than steps={cfg.steps}; using {key}={changes[key]}")
     return dataclasses.replace(cfg, **changes), notes

@@ -1,8 +1,10 @@
-"""What a training run reports on rank 0: metrics.jsonl, curves.png, held-out evaluation, best weights.
+"""What a training run reports on rank 0: metrics.jsonl, curves.png, held-out evaluation, best
+weights and, when the `tensorboard` package is installed, TensorBoard events (tensorboard_log.py).
 
-`RunReports(run_dir, module, evaluator, device, say, save_file)` is made when the loop starts:
-- `log(record)` appends a metrics record to metrics.jsonl and redraws curves.png (at most every
-  `CURVES_SECONDS`);
+`RunReports(run_dir, module, evaluator, device, say, save_file, start_step)` is made when the loop starts:
+- `log(record)` appends a metrics record to metrics.jsonl, adds it to the TensorBoard events and
+  redraws curves.png (at most every `CURVES_SECONDS`);
+- `pictures(step)` adds the sample pictures of `step` (samples.py) to the TensorBoard events;
 - `evaluate(step, control)` runs the evaluator (heldout.py) in eval mode under no_grad without
   touching the training RNG, logs its "heldout/..." metrics (and "heldout/seconds"), redraws the
   curves and rewrites best.safetensors when its `best_key` improved; returns the text for the
@@ -24,24 +26,33 @@ from ..errors import GenieError, one_line_reason
 from .checkpoint import MetricsLog
 from .curves import Curves
 from .heldout import BEST_NAME, read_best, write_best
+from .samples import picture_paths
+from .tensorboard_log import open_board
 
 CURVES_SECONDS = 30.0  # curves.png is redrawn at most this often at log steps (always after an evaluation)
 
 
 class RunReports:
     def __init__(self, run_dir: Path, module: nn.Module, evaluator: Any, device: torch.device,
-                 say: Callable[[str], None], save_file: Callable) -> None:
+                 say: Callable[[str], None], save_file: Callable, start_step: int = 0) -> None:
         self.run_dir, self.module, self.evaluator, self.device = Path(run_dir), module, evaluator, device
         self.say, self.save_file = say, save_file
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", say)
+        self.board = open_board(self.run_dir, start_step, say)  # None without the tensorboard package
         self.curves: Curves | None = Curves(self.run_dir)
         self._curves_drawn = -math.inf
 
     def log(self, record: dict[str, Any]) -> None:
         self.metrics.write(record)
+        if self.board is not None:
+            self.board.scalars(record)
         if self.curves is not None:
             self.curves.add(record)
             self.draw_curves()
+
+    def pictures(self, step: int) -> None:
+        if self.board is not None:
+            self.board.pictures(*picture_paths(self.run_dir, step), step)
 
     def draw_curves(self, force: bool = False) -> None:
         """Redraw curves.png, at most every CURVES_SECONDS unless `force`; a failure warns once."""
@@ -85,4 +96,6 @@ class RunReports:
 
     def close(self) -> None:
         self.metrics.close()
+        if self.board is not None:
+            self.board.close()
         self.draw_curves(force=True)

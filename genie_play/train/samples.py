@@ -19,6 +19,12 @@ GIF_FRAMES = 6  # generated frames per action in the GIF
 GIF_STEPS = 8  # MaskGIT steps per generated frame (as in the dynamics stage's PNG)
 
 
+def picture_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
+    """(PNG, GIF) paths of `step`'s sample pictures (the GIF exists only for world-making stages)."""
+    png = Path(run_dir) / "pictures" / f"step_{step:06d}.png"
+    return png, png.with_suffix(".gif")
+
+
 def picture_frames(dataset, count: int, device: torch.device) -> torch.Tensor:
     """(count', T, H, W, 3) uint8: up to `count` clips spread evenly over `dataset` (a fixed set)."""
     count = min(count, len(dataset))
@@ -61,15 +67,14 @@ def write_samples(module: nn.Module, frames: torch.Tensor, run_dir: Path, step: 
     """The PNG (and for a world-making stage the GIF) of `step`; see the module docstring."""
     cuda = [device.index or 0] if device.type == "cuda" else []
     was_training = module.training
-    png = Path(run_dir) / "pictures" / f"step_{step:06d}.png"
+    png, gif = picture_paths(run_dir, step)
     try:
         png.parent.mkdir(parents=True, exist_ok=True)  # a full disk or a read-only folder: warn below
         with torch.random.fork_rng(devices=cuda), torch.no_grad():
             module.eval()
             module.write_pictures(frames, png)
             if callable(getattr(module, "world", None)):
-                path = png.with_suffix(".gif")
-                write_rollout_gif(module, frames, path)
+                write_rollout_gif(module, frames, gif)
     except Exception as err:  # a broken picture must not end a long run; say so and go on
         say(f"warning: could not write the pictures of step {step} in {png.parent}: {type(err).__name__}: {err}")
     finally:

@@ -33,12 +33,12 @@ class DynamicsLossConfig:
     mask_min: float = 0.5  # mask rate ~ U[mask_min, 1] per frame
     lam_beta: float = 0.25  # commitment weight of the LAM's VQ
     lam_context_drop: float = 0.5  # max fraction of LAM decoder context patches dropped
-    lam_weight: float = 1.0
+    lam_weight: float = 1.0  # weight of the LAM's loss (reconstruction + VQ) beside the dynamics' cross-entropy
     # With the LAM's soft VQ (model.lam.vq.soft_temperature > 0): weight of the batch's action-usage
     # entropy (maximised, so all actions stay in use) and of each transition's own entropy
     # (minimised, so each transition commits to one action).
-    lam_usage_weight: float = 0.01
-    lam_confidence_weight: float = 0.001
+    lam_usage_weight: float = 0.01  # soft VQ: weight of the batch's action-usage entropy (maximised)
+    lam_confidence_weight: float = 0.001  # soft VQ: weight of each transition's own entropy (minimised)
 
 
 def lam_losses(lam: LatentActionModel, frames: torch.Tensor, lc: DynamicsLossConfig) -> tuple[VQOutput, torch.Tensor, torch.Tensor]:
