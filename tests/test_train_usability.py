@@ -270,3 +270,22 @@ def test_row_labels_are_not_cut_and_curves_have_a_panel_per_metric():
     assert long.size[0] - short.size[0] >= 14 * 5  # the margin grows with the label
     records = [{"step": s, "loss": 1 / s} for s in range(1, 5)] + [{"step": 4, "heldout/psnr": 20.0, "heldout/rollout_psnr": 9.0}]
     assert draw_curves(records).size == (2 * 360, 2 * 170)
+
+
+def test_the_run_folder_survives_torchrun_s_own_argument_parser():
+    """torchrun parses the whole command line first: a bare --run is an ambiguous abbreviation of its
+    --run-path and stops it, so the trainer also takes --run-dir (what the README shows)."""
+    import argparse
+
+    from torch.distributed.run import get_args_parser
+
+    from genie_play.train.cli import add_arguments
+
+    launch = ["--standalone", "--nproc_per_node", "2", "-m", "genie_play.train", "dynamics", "--data", "d",
+              "--tokenizer", "t"]
+    with pytest.raises(SystemExit):
+        get_args_parser().parse_args([*launch, "--run", "r"])
+    script_args = get_args_parser().parse_args([*launch, "--run-dir", "r"]).training_script_args
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert str(parser.parse_args(script_args).run) == "r"

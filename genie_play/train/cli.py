@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for phase in ("tokenizer", "dynamics"):
         p = sub.add_parser(phase, help=f"train the {'video tokenizer' if phase == 'tokenizer' else 'LAM + dynamics model'}")
         p.add_argument("--data", required=True, type=Path, help="dataset folder (genie-play data ...)")
-        p.add_argument("--run", required=True, type=Path, help="run folder: checkpoints, metrics, pictures")
+        # --run-dir: torchrun's own parser reads a bare --run as an abbreviation of its --run-path
+        p.add_argument("--run", "--run-dir", dest="run", required=True, type=Path,
+                       help="run folder: checkpoints, metrics, pictures (--run-dir under torchrun)")
         # No argparse `choices`: preset() refuses an unknown name with every preset's description.
         p.add_argument("--preset", default="small", metavar="NAME", help=f"model size (default small): {preset_choices()}")
         p.add_argument("--device", default="auto")

@@ -202,16 +202,23 @@ def label_map(labels: list[str]) -> list[int]:
 
 
 def suggest_labels(class_to_latent, class_latent_mse: np.ndarray) -> list[str]:
-    """One label per latent: the class mapped to it; several classes -> the lowest-MSE one plus '?';
-    a latent no class maps to -> 'unused'."""
+    """One label per latent, from the map fitted on all clips (`class_to_latent` (6,)) and the mean
+    MSE of each class's real future to each latent's rollout (`class_latent_mse` (6, A)).
+
+    A latent that classes map to takes the plain name of the one it fits best (lowest MSE), so every
+    mapped class's name is on exactly one latent and the arrows can bind to it. A latent no class
+    maps to is named after the class whose best latent it comes closest to (lowest MSE relative to
+    that class's best) with a "?": an honest guess at what it does, never a plain name."""
+    mse = np.asarray(class_latent_mse, dtype=np.float64)
+    best_per_class = mse.min(axis=1, keepdims=True)  # (6, 1)
+    ratio = mse / np.maximum(best_per_class, 1e-9)   # (6, A): 1.0 at each class's own latent
     out = []
-    for a in range(class_latent_mse.shape[1]):
+    for a in range(mse.shape[1]):
         classes = [c for c in range(NUM_CLASSES) if class_to_latent[c] == a]
-        if not classes:
-            out.append("unused")
-            continue
-        best = min(classes, key=lambda c: class_latent_mse[c, a])
-        out.append(ACTION_CLASSES[best] + ("?" if len(classes) > 1 else ""))
+        if classes:
+            out.append(ACTION_CLASSES[min(classes, key=lambda c: mse[c, a])])
+        else:
+            out.append(ACTION_CLASSES[int(np.argmin(ratio[:, a]))] + "?")
     return out
 
 
