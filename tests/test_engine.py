@@ -22,10 +22,10 @@ from genie_play import World
 from genie_play.engine import build, make_plan
 from genie_play.engine.kernels import Int8Weights, Library
 from genie_play.engine.plan import cpu_int8_kernels, library
-from genie_play.engine.runtime import FbgemmLinear
+from genie_play.engine.fbgemm import FbgemmBlock, FbgemmLinear
 from genie_play.models.maskgit import torch_pick
 from genie_play.presets import preset
-from genie_play.models.st_block import ContextKV, FrameKV
+from genie_play.models.st_block import ContextKV, FrameKV, STBlock, STConfig
 
 lib = library()
 needs_c = pytest.mark.skipif(lib is None or not lib.linear_available, reason=f"no C int8 kernels here: {build.unavailable_reason()}")
@@ -218,15 +218,44 @@ def test_int8_worlds_play_close_to_fp32_and_batches_equal_single_rollouts(tiny_w
 
 
 @pytest.mark.skipif(not cpu_int8_kernels(), reason="no fbgemm int8 kernels on this CPU")
-def test_fbgemm_linear_keeps_the_parameters_and_quantises_each_item_alone():
-    layer = _layer(64, 32)
-    fb = FbgemmLinear(layer, rows_per_item=5)
-    assert fb.weight is layer.weight and set(fb.state_dict()) == set(layer.state_dict())
+def test_fbgemm_linear_quantises_each_item_alone():
+    layer, norm = _layer(64, 32), nn.LayerNorm(64)
+    fb = FbgemmLinear(layer, norm)
     x = torch.randn(3, 5, 64)
     x[1] *= 50
     with torch.inference_mode():
-        assert torch.equal(fb(x)[1], fb(x[1])) and torch.equal(fb(x.reshape(15, 64))[5:10], fb(x[1]))
-        assert _relative(fb(x[0]), layer(x[0])) < 0.03
+        assert torch.equal(fb(x)[1], fb(x[1:2])[0])
+        assert _relative(fb(x[:1])[0], layer(norm(x[0]))) < 0.03
+
+
+@pytest.mark.skipif(not cpu_int8_kernels(), reason="no fbgemm int8 kernels on this CPU")
+@pytest.mark.parametrize("heads", [4, 2])
+def test_the_fbgemm_block_computes_the_models_cached_step(heads):
+    """FbgemmBlock.step is STBlock.step with int8 products and its own QK-norm, RoPE and attention ops."""
+    torch.manual_seed(0)
+    block = STBlock(STConfig(dim=64, heads=heads, mlp_ratio=2.0)).eval()
+    for p in block.parameters():  # norms' gains away from 1, so a misplaced gain shows
+        p.data.add_(torch.randn_like(p) * 0.1)
+    b, n, length, hd = 2, 6, 5, 64 // heads
+    x = torch.randn(b, n, 64)
+    context = (torch.randn(b * n, heads, length, hd), torch.randn(b * n, heads, length, hd))
+    ctx = ContextKV([], 7, (1, b * n, heads, hd, torch.float32, torch.device("cpu")))
+    cos, sin = ctx.rope(block.cfg)
+    exact_k, exact_v = (t.clone() for t in context)
+    fast_k, fast_v = (t.clone() for t in context)
+    fast = FbgemmBlock(block)
+    with torch.inference_mode():
+        y = block.step(x, exact_k, exact_v, cos, sin, block.qk_gains())
+        y_fast = fast.step(x, fast_k, None, fast_v, cos, sin, True)
+        assert _relative(y_fast - x, y - x) < 0.05  # the block's update, without the residual's x
+        assert _relative(fast_k[:, :, -1], exact_k[:, :, -1]) < 0.04 and _relative(fast_v[:, :, -1], exact_v[:, :, -1]) < 0.04
+        assert torch.equal(fast_k[:, :, :-1], exact_k[:, :, :-1])  # only the frame's slot is written
+        one_k, one_v = (t[n:].clone() for t in context)
+        assert torch.equal(fast.step(x[1:], one_k, None, one_v, cos, sin, True)[0], y_fast[1])  # batch items alone
+        only = torch.tensor([[0, 2, 5], [1, 3, 4]])  # the rows whose output is wanted (a MaskGIT round's masked ones)
+        wanted = y_fast.gather(1, only[..., None].expand(-1, -1, 64))
+        assert _relative(fast.step(x, fast_k, None, fast_v, cos, sin, True, only), wanted) < 0.03
+        assert fast.step(x, fast_k, None, fast_v, cos, sin, False) is None
 
 
 def test_without_a_compiler_int8_plays_on_fbgemm(monkeypatch, tiny_world_path, prompt_image, tmp_path):

@@ -173,8 +173,9 @@ class CBlock:
         self._work: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def step(self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_kt: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor,
-             sin: torch.Tensor, need_output: bool) -> torch.Tensor | None:
-        """x (B, N, D) -> (B, N, D), or None without need_output (only the keys/values written)."""
+             sin: torch.Tensor, need_output: bool, only: torch.Tensor | None = None) -> torch.Tensor | None:
+        """x (B, N, D) -> (B, N, D) (with only (B, M), those rows alone: (B, M, D)), or None without
+        need_output (only the keys/values written)."""
         b, n, d = x.shape
         rows, length, threads = b * n, ctx_k.shape[2], torch.get_num_threads()
         x = x.float().contiguous()
@@ -192,7 +193,9 @@ class CBlock:
         self.library.block_step(ctypes.byref(self.struct), x.data_ptr(), b, n, ctx_k.data_ptr(), ctx_kt.data_ptr(), ctx_v.data_ptr(),
                                 length, cos.data_ptr(), sin.data_ptr(), int(need_output), _ptr(out), work.data_ptr(),
                                 scratch.data_ptr(), threads)
-        return None if out is None else out.view(b, n, d)
+        if out is None:
+            return None
+        return out.view(b, n, d) if only is None else out.view(b, n, d).gather(1, only[..., None].expand(-1, -1, d))
 
 
 class CFrame:

@@ -4,64 +4,23 @@
     record(tokens, emb, ctx)       the final tokens' keys/values (skipped where `sample` recorded them)
     decode(tokens, ctx)            the frame's pixels and the decoder's keys/values
 
-The "torch" route calls the models' own cached steps (DynamicsModel.sample_logits / record,
-Tokenizer.decode_step); for int8 it first gives the play copies of the dynamics and decoder fbgemm
-int8 linears (`FbgemmLinear`, an nn.Linear with the same parameters). The "c" route packs the
-weights into C blocks (kernels.CBlock, kernels.CFrame) and calls the models only for the parts
-around the transformer (embeddings, the decoder's input and output layers). Packed weights are
-copies made from the parameters when the runtime is built; `Runtime.refresh` rebuilds them if the
-parameters changed since (checked once per frame).
+In fp32, bf16 and fp16 the models' own cached steps run (DynamicsModel.sample_logits / record,
+Tokenizer.decode_step). In int8 the weights are packed into blocks with one `step` signature: C
+blocks (kernels.CBlock, and kernels.CFrame for a whole frame) on the "c" route, fbgemm blocks
+(fbgemm.FbgemmBlock) on the "torch" route; the models are called only for the parts around the
+transformer (embeddings, the decoder's input and output layers). Packed weights are copies made
+from the parameters when the runtime is built; `Runtime.refresh` rebuilds them if the parameters
+changed since (checked once per frame).
 """
 from __future__ import annotations
 
-import copy
-import warnings
-
 import torch
-import torch.nn as nn
 
 from ..models import maskgit
 from ..models.st_block import ContextKV, FrameKV, STTransformer
+from .fbgemm import FbgemmBlock, FbgemmLinear
 from .kernels import CBlock, CFrame, Int8Weights
 from .plan import Plan, library
-
-
-class FbgemmLinear(nn.Linear):
-    """nn.Linear run by fbgemm's dynamic int8 linear (per-channel int8 weights, activations quantised
-    per call). fbgemm quantises with one scale per call, so each batch item (a leading index of a 3-d
-    input, or `rows_per_item` rows of a 2-d one) gets its own call: batches equal single items."""
-
-    def __init__(self, linear: nn.Linear, rows_per_item: int) -> None:
-        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-        self.weight, self.bias, self.rows_per_item = linear.weight, linear.bias, rows_per_item
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-        from torch.ao.quantization import per_channel_dynamic_qconfig
-
-        twin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        twin.load_state_dict({k: v.detach().float() for k, v in linear.state_dict().items()})
-        twin.qconfig = per_channel_dynamic_qconfig
-        with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
-            warnings.simplefilter("ignore")
-            self.packed = DynamicLinear.from_float(twin)._packed_params._packed_params
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        if x.dim() == 3 and x.shape[0] > 1:
-            items = x.unbind(0)
-        elif rows.shape[0] > self.rows_per_item:
-            items = rows.split(self.rows_per_item)
-        else:
-            return torch.ops.quantized.linear_dynamic(rows, self.packed, True).view(*x.shape[:-1], self.out_features)
-        y = torch.cat([torch.ops.quantized.linear_dynamic(item, self.packed, True) for item in items])
-        return y.view(*x.shape[:-1], self.out_features)
-
-
-def with_fbgemm_linears(module: nn.Module, rows_per_item: int) -> nn.Module:
-    """A copy of `module` whose nn.Linears are FbgemmLinears (the same parameters, no copies)."""
-    module = copy.copy(module)
-    module._modules = {name: (FbgemmLinear(child, rows_per_item) if type(child) is nn.Linear else with_fbgemm_linears(child, rows_per_item))
-                       for name, child in module._modules.items()}
-    return module
 
 
 class Runtime:
@@ -87,19 +46,17 @@ class Runtime:
         if self.plan.precision != "int8" or self._stamp == (stamp := self._parameters()):
             return
         self._stamp = stamp
-        d, t = self.dynamics, self.tokenizer
-        if self.plan.route == "torch":  # play copies with fbgemm linears (rows per item: one frame's tokens)
-            rows = d.cfg.tokens_per_frame + (d.cfg.action_mode == "token")
-            self.play_dynamics = copy.copy(d)
-            self.play_dynamics._modules = {**d._modules, "transformer": with_fbgemm_linears(d.transformer, rows),
-                                           "head": FbgemmLinear(d.head, rows)}
-            self.play_decoder = with_fbgemm_linears(t.decoder, t.cfg.tokens_per_frame)
+        d, t, lib = self.dynamics, self.tokenizer, self.library
+        block = FbgemmBlock if lib is None else (lambda b: CBlock(lib, b))
+        self.dynamics_blocks = [block(b) for b in d.transformer.blocks]
+        self.decoder_blocks = [block(b) for b in t.decoder.blocks]
+        if lib is None:
+            self.head = FbgemmLinear(d.head, d.transformer.norm)  # (B, M, D) -> logits (B, M, vocab)
             return
-        lib = self.library
-        self.dynamics_blocks = [CBlock(lib, block) for block in d.transformer.blocks]
-        self.decoder_blocks = [CBlock(lib, block) for block in t.decoder.blocks]
-        self.head = Int8Weights(lib, d.head) if lib.linear_fits(d.head) else None
-        self.frame = CFrame(lib, d, self.dynamics_blocks, self.head) if self.plan.frame_kernel else None
+        weights = Int8Weights(lib, d.head) if lib.linear_fits(d.head) else None
+        norm = d.transformer.norm
+        self.head = (lambda y: d.head(norm(y))) if weights is None else (lambda y: lib.linear(y, weights, norm=norm))
+        self.frame = CFrame(lib, d, self.dynamics_blocks, weights) if self.plan.frame_kernel else None
 
     def context(self, frames: tuple[FrameKV, ...], position: int, batch: int, transformer: STTransformer) -> ContextKV:
         """The stacked keys/values of `frames` for the next frame of `transformer` (dynamics or decoder).
@@ -129,38 +86,35 @@ class Runtime:
 
     def _logits(self, tokens: torch.Tensor, emb: torch.Tensor, ctx: ContextKV, positions: torch.Tensor) -> torch.Tensor:
         d = self.dynamics
-        if self.plan.route == "torch":
-            return getattr(self, "play_dynamics", d).sample_logits(tokens, emb, ctx, positions)
-        y = self._c_blocks(self.dynamics_blocks, d.transformer, d.embed_frame(tokens, emb), ctx, True)
-        if self.head is None:
-            return d.logits_at(y, positions)
-        if d.cfg.action_mode == "token":
-            y = y[:, 1:]
-        b, n, dim = y.shape
-        y = y.reshape(b * n, dim).index_select(0, (positions + torch.arange(0, b * n, n)[:, None]).view(-1)).view(b, -1, dim)
-        return self.library.linear(y, self.head, norm=d.transformer.norm)
+        if self.plan.precision != "int8":
+            return d.sample_logits(tokens, emb, ctx, positions)
+        only = positions + (d.cfg.action_mode == "token")  # the still-masked tokens' rows: all the head reads
+        return self.head(self._blocks(self.dynamics_blocks, d.transformer, d.embed_frame(tokens, emb), ctx, True, only))
 
     def record(self, tokens: torch.Tensor, emb: torch.Tensor, ctx: ContextKV) -> FrameKV:
         """The final tokens' keys/values (callers skip this where `sample` set ctx.recorded)."""
         d = self.dynamics
-        if self.plan.route == "torch":
-            return getattr(self, "play_dynamics", d).record(tokens, emb, ctx)
-        self._c_blocks(self.dynamics_blocks, d.transformer, d.embed_frame(tokens, emb), ctx, False)
+        if self.plan.precision != "int8":
+            return d.record(tokens, emb, ctx)
+        self._blocks(self.dynamics_blocks, d.transformer, d.embed_frame(tokens, emb), ctx, False)
         return ctx.frame_kv()
 
     def decode(self, tokens: torch.Tensor, ctx: ContextKV) -> tuple[torch.Tensor, FrameKV]:
         """tokens (B, N) -> (pixels (B, H, W, 3) in [0, 1], the decoder's keys/values of the frame)."""
         t = self.tokenizer
-        if self.plan.route == "torch":
-            decoder = getattr(self, "play_decoder", t.decoder)
-            return t.decoder_pixels(decoder.step(t.decoder_input(tokens), ctx)), ctx.frame_kv()
-        y = self._c_blocks(self.decoder_blocks, t.decoder, t.decoder_input(tokens), ctx, True)
+        if self.plan.precision != "int8":
+            return t.decoder_pixels(t.decoder.step(t.decoder_input(tokens), ctx)), ctx.frame_kv()
+        y = self._blocks(self.decoder_blocks, t.decoder, t.decoder_input(tokens), ctx, True)
         return t.decoder_pixels(y), ctx.frame_kv()
 
     @staticmethod
-    def _c_blocks(blocks: list[CBlock], transformer: STTransformer, x: torch.Tensor, ctx: ContextKV, need_output: bool):
+    def _blocks(blocks: list, transformer: STTransformer, x: torch.Tensor, ctx: ContextKV, need_output: bool,
+                only: torch.Tensor | None = None):
+        """The int8 blocks (CBlock or FbgemmBlock) of `transformer` over x (B, N, D) against ctx; with
+        only (B, M), the output of those rows alone."""
         cos, sin = ctx.rope(transformer.cfg)
         last = len(blocks) - 1
         for i, block in enumerate(blocks):
-            x = block.step(x, ctx.keys[i], ctx.keys_t[i], ctx.values[i], cos, sin, need_output or i < last)
+            keys_t = None if ctx.keys_t is None else ctx.keys_t[i]
+            x = block.step(x, ctx.keys[i], keys_t, ctx.values[i], cos, sin, need_output or i < last, only if i == last else None)
         return x

@@ -315,10 +315,6 @@ class ContextKV:
         return FrameKV(tuple((k[:, :, -1:].clone(), v[:, :, -1:].clone()) for k, v in zip(self.keys, self.values)))
 
 
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """GPT-style init: normal(0, 0.02) for linears/embeddings, zeros for biases."""
     for m in module.modules():
