@@ -19,8 +19,8 @@ from .vq import VectorQuantizer, VQConfig, VQOutput
 
 @dataclass
 class TokenizerConfig:
-    frame_size: tuple[int, int] = (64, 64)
-    patch: int = 8
+    frame_size: tuple[int, int] = (64, 64)  # (height, width) of every frame in pixels, multiples of patch
+    patch: int = 8                          # pixels per token side: a frame is (H/patch) x (W/patch) tokens
     vq: VQConfig = field(default_factory=lambda: VQConfig(num_codes=1024, code_dim=32))
     # "More effective to scale the decoder than the encoder" (Genie); the encoder runs once per prompt.
     encoder: STConfig = field(default_factory=lambda: STConfig(dim=256, depth=3, heads=4, window=4))
