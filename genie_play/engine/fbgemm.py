@@ -46,7 +46,8 @@ class FbgemmLinear:
         self.packed, self.norm = pack(linear), None if norm is None else _norm(norm)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        items = [_linear(x if self.norm is None else torch.layer_norm(x, *self.norm), self.packed, True) for x in x.float()]
+        items = [_linear(item if self.norm is None else torch.layer_norm(item, *self.norm), self.packed, True)
+                 for item in x.float()]
         return items[0][None] if len(items) == 1 else torch.stack(items)
 
 

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import struct
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, OutputError, one_line_reason
 from ..fileio import atomic_write, fsync_dir
+from ..safetensors_header import read_raw, tensor_infos
 
 FORMAT = "genie-play-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -119,21 +119,10 @@ def _keep_as_prev(latest: Path, prev: Path, prev_tmp: Path) -> None:
 
 
 def _read_header(path: Path) -> dict[str, Any]:
-    """The safetensors JSON header of `path`; raises if the file is short, garbled or truncated."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("file too short")
-        (size,) = struct.unpack("<Q", head)
-        if size > 100_000_000:
-            raise ValueError("header length out of range")
-        raw = f.read(size)
-    if len(raw) != size:
-        raise ValueError("truncated header")
-    header = json.loads(raw)
-    data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if path.stat().st_size < 8 + size + data_end:
-        raise ValueError("truncated tensor data")
+    """The safetensors JSON header of `path` (safetensors_header, the one reader); raises HeaderError
+    (a ValueError) if the file is short, garbled or truncated."""
+    file_size, data_start, header = read_raw(path)
+    tensor_infos({k: v for k, v in header.items() if k != "__metadata__"}, file_size - data_start)
     return header
 
 
