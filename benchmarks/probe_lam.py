@@ -23,16 +23,20 @@ import torch
 
 from genie_play.models.lam import LatentActionModel
 from genie_play.presets import override, preset
+from genie_play import devices
 from genie_play.train.coinrun_policy import ACTION_CLASSES, PROCGEN_TO_CLASS
 from genie_play.train.data import ClipDataset
 from genie_play.train.evaluate import normalized_mutual_information
 from genie_play.train.stage_dynamics import DynamicsLossConfig, lam_losses
 
+CPU = torch.device("cpu")
+AMP = devices.autocast_dtype(CPU)  # bf16 where this CPU computes it fast, else fp32 (as the trainer)
+
 
 def separation(lam: LatentActionModel, frames: torch.Tensor, classes: np.ndarray) -> dict:
     """How the LAM's codes on frames (C, T, H, W, 3) line up with true classes (C, T-1)."""
     lam.eval()
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+    with torch.no_grad(), devices.autocast(CPU, AMP):
         codes = torch.cat([lam.infer(frames[s : s + 32]).indices for s in range(0, len(frames), 32)]).numpy()
     lam.train()
     x, y = codes.ravel(), classes.ravel()
@@ -72,7 +76,7 @@ def main() -> int:
             g["lr"] = args.lr * min(1.0, (step + 1) / 100)
         idx = train.sample_indices(args.batch, 0, step)
         frames = torch.from_numpy(np.stack([train[int(i)] for i in idx]))
-        with torch.autocast("cpu", torch.bfloat16):
+        with devices.autocast(CPU, AMP):
             act, mse, vq = lam_losses(lam, frames, loss_cfg)
         opt.zero_grad(set_to_none=True)
         (mse + vq).backward()

@@ -33,10 +33,14 @@ from genie_play.fileio import atomic_write
 from genie_play.models.dynamics import DynamicsModel
 from genie_play.presets import world_config_from_dict
 from genie_play.models.tokenizer import Tokenizer
+from genie_play import devices
 from genie_play.train.coinrun_policy import ACTION_CLASSES, PROCGEN_TO_CLASS
 from genie_play.train.data import ClipDataset
 from genie_play.train.stage_dynamics import dynamics_loss
 from genie_play.world import World, build_models
+
+CPU = torch.device("cpu")
+AMP = devices.autocast_dtype(CPU)  # bf16 where this CPU computes it fast, else fp32 (as the trainer)
 
 
 def main() -> int:
@@ -86,9 +90,9 @@ def main() -> int:
         idx = data.sample_indices(args.batch, 0, step)
         frames = torch.from_numpy(np.stack([data[int(i)] for i in idx]))  # (B, T, H, W, 3)
         true = to_class[torch.from_numpy(np.stack([data.actions(int(i)) for i in idx])).clamp(min=0)]  # (B, T-1)
-        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        with torch.no_grad(), devices.autocast(CPU, AMP):
             tokens = tok.encode(frames)  # (B, T, N)
-        with torch.autocast("cpu", torch.bfloat16):
+        with devices.autocast(CPU, AMP):
             loss, _ = dynamics_loss(dyn, tokens, F.normalize(codes, dim=-1)[true], args.mask_min)
         opt.zero_grad(set_to_none=True)
         loss.backward()
