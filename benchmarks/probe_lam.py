@@ -25,6 +25,7 @@ from genie_play.models.lam import LatentActionModel
 from genie_play.presets import override, preset
 from genie_play import devices
 from genie_play.train.coinrun_policy import ACTION_CLASSES, PROCGEN_TO_CLASS
+from genie_play.train.codebook import restart_dead_codes
 from genie_play.train.data import ClipDataset
 from genie_play.train.evaluate import normalized_mutual_information
 from genie_play.train.stage_dynamics import DynamicsLossConfig, lam_losses
@@ -83,7 +84,7 @@ def main() -> int:
         torch.nn.utils.clip_grad_norm_(lam.parameters(), 1.0)
         opt.step()
         if act.probs is None:
-            lam.vq.restart_dead_codes(step, act.z_e)
+            restart_dead_codes(lam.vq, step, act.z_e)
         step += 1
         if step % args.eval_every == 0:
             print(json.dumps({"step": step, "minutes": round((time.time() - start) / 60, 1),

@@ -40,12 +40,12 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty elsewhere, where every test below is
-    conservatively False."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo: x86 "flags", ARM "Features"); empty elsewhere,
+    where every test of them is conservatively False."""
     try:
         with open("/proc/cpuinfo") as f:
-            line = next((line for line in f if line.startswith("flags")), "")
+            line = next((line for line in f if line.startswith(("flags", "Features"))), "")
     except OSError:
         return frozenset()
     return frozenset(line.partition(":")[2].split())
@@ -53,7 +53,7 @@ def _cpu_flags() -> frozenset[str]:
 
 def cpu_has_bf16() -> bool:
     """True if this CPU has native bf16 dot products (AVX-512 BF16 or AMX)."""
-    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:

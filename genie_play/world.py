@@ -3,11 +3,7 @@
 A World holds the three trained parts (tokenizer, dynamics, the LAM's action codebook and optionally
 the LAM encoder), its play plan (engine.Plan: how this machine computes a frame, decided when it
 loads) and the play state: the temporal keys/values of the last frames for the dynamics model and
-for the tokenizer's decoder, the position of the next frame and the sampling RNG.
-
-Per new frame (`step`): the dynamics context is stacked once (ContextKV), MaskGIT runs `steps` rounds
-over the new frame's tokens only, one more pass with the final tokens records the frame's own
-keys/values, and the decoder turns the tokens into pixels once, against its own cache. In fp32 the
+for the tokenizer's decoder, the position of the next frame and the sampling RNG. In fp32 the
 frames depend only on the weights, the prompt, the actions and the seed.
 """
 from __future__ import annotations
@@ -28,7 +24,7 @@ from .images import load_image
 from .models.dynamics import DynamicsModel
 from .models.lam import LatentActionModel
 from .presets import WorldConfig, to_dict, world_config_from_dict
-from .models.st_block import FrameKV
+from .models.st_block import ContextKV, FrameKV
 from .models.tokenizer import Tokenizer
 
 MAX_STEPS = 1000
@@ -67,7 +63,6 @@ class World:
         self._sampling = {"steps": 25, "temperature": 1.0}
         self._generator = torch.Generator(device="cpu").manual_seed(0)
         self._state: WorldState | None = None
-        self._sample_ms = 0.0  # MaskGIT time of the frame being generated
         self._timings: dict[str, float] = {}
         self.last_timings: dict[str, float] = {"encode": 0.0, "dynamics": 0.0, "decode": 0.0}
 
@@ -170,7 +165,7 @@ class World:
         tokens = self.tokenizer.encode(torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(self.device)[:, None])[:, 0]  # (B, N)
         t1 = time.perf_counter()
         state = WorldState((), (), tokens, np.empty(0), -1, self._generator.get_state())
-        state = self._advance(state, tokens, None, None)
+        state = self._record(state, tokens, self.dynamics.frame_action(None, len(tokens)), t1)
         self.last_timings = {"encode": (t1 - t0) * 1e3, **self._timings}
         return state
 
@@ -295,37 +290,27 @@ class World:
         if rng:
             self._generator.set_state(state.rng_state)
         codes = self.action_codes[torch.as_tensor(np.asarray(actions, dtype=np.int64), device=self.device)]
-        tokens, ctx = self._sample_tokens(state, codes)
-        return self._advance(state, tokens, codes, ctx)
+        t0 = time.perf_counter()
+        batch, n = state.tokens.shape
+        ctx = self.runtime.context(state.dynamics_kv, state.position + 1, batch, self.dynamics.transformer)
+        emb = self.dynamics.frame_action(codes, batch)  # once per frame, not per round
+        masked = torch.full((batch, n), self.config.dynamics.mask_id, dtype=torch.long, device=self.device)
+        tokens = self.runtime.sample(masked, emb, ctx, self._sampling["steps"], self._sampling["temperature"], self._generator)
+        return self._record(state, tokens, emb, t0, ctx)
 
     @property
     def timings(self) -> dict[str, float]:
         """ms of the last `start` or `advance` (encode, dynamics, decode)."""
         return dict(self._timings)
 
-    def _sample_tokens(self, state: WorldState, codes: torch.Tensor) -> tuple[torch.Tensor, ContextKV]:
-        """MaskGIT over the next frame's tokens (B, N) for codes (B, action_dim); returns them and
-        the stacked context, which `_advance` reuses."""
-        t0 = time.perf_counter()
-        batch, n = state.tokens.shape
-        ctx = self.runtime.context(state.dynamics_kv, state.position + 1, batch, self.dynamics.transformer)
-        masked = torch.full((batch, n), self.config.dynamics.mask_id, dtype=torch.long, device=self.device)
-        emb = self.dynamics.frame_action(codes, batch)  # once per frame, not per round
-        tokens = self.runtime.sample(masked, emb, ctx, self._sampling["steps"], self._sampling["temperature"], self._generator)
-        self._sample_ms = (time.perf_counter() - t0) * 1e3  # read by the next _advance for last_timings
-        return tokens, ctx
-
-    def _advance(
-        self, state: WorldState, tokens: torch.Tensor, codes: torch.Tensor | None, ctx: ContextKV | None = None
-    ) -> WorldState:
-        """Record the new frame's keys/values (dynamics and decoder) and decode its pixels."""
-        t0 = time.perf_counter()
+    def _record(self, state: WorldState, tokens: torch.Tensor, emb: torch.Tensor, t0: float,
+                ctx: ContextKV | None = None) -> WorldState:
+        """The state after the new frame's tokens (B, N), emb (B, D) its action embedding: its
+        keys/values (dynamics and decoder) recorded and its pixels decoded; dynamics time from t0."""
         batch, position = tokens.shape[0], state.position + 1
         ctx = ctx or self.runtime.context(state.dynamics_kv, position, batch, self.dynamics.transformer)
-        if ctx.recorded:  # the C frame kernel recorded the final tokens' keys/values already
-            kv = ctx.frame_kv()
-        else:  # the record pass: no head, no last-layer FFN
-            kv = self.runtime.record(tokens, self.dynamics.frame_action(codes, batch), ctx)
+        # the C frame kernel records the final tokens' keys/values itself, else the record pass (no head, no last FFN)
+        kv = ctx.frame_kv() if ctx.recorded else self.runtime.record(tokens, emb, ctx)
         dynamics_kv = _window(state.dynamics_kv, kv, self.config.dynamics.st.window)
         t1 = time.perf_counter()
         dctx = self.runtime.context(state.decoder_kv, position, batch, self.tokenizer.decoder)
@@ -333,8 +318,7 @@ class World:
         decoder_kv = _window(state.decoder_kv, dkv, self.config.tokenizer.decoder.window)
         frame = to_uint8(pixels)
         t2 = time.perf_counter()
-        sample_ms = self._sample_ms if codes is not None else 0.0
-        self._timings = {"dynamics": sample_ms + (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3}
+        self._timings = {"dynamics": (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3}
         return WorldState(dynamics_kv, decoder_kv, tokens, frame, position, self._generator.get_state())
 
 

@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from genie_play.models.maskgit import cosine_schedule, mask_counts
+from genie_play.models.maskgit import mask_counts
 
 
 def decode_reference(
@@ -15,7 +15,6 @@ def decode_reference(
     steps: int = 25,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
-    schedule: Callable[[float], float] = cosine_schedule,
     choice_temperature: float = 1.0,
 ) -> torch.Tensor:
     """The plain sampler: every round samples all N positions and ranks them (revealed ones at +inf).
@@ -28,7 +27,7 @@ def decode_reference(
     tokens = tokens.clone()
     b, n = tokens.shape
     masked = tokens == mask_id
-    counts = mask_counts(int(masked[0].sum()), steps, schedule)
+    counts = mask_counts(int(masked[0].sum()), steps)
     for s, keep_masked in enumerate(counts):
         logits = logits_fn(tokens).float()  # (B, N, V)
         last = s == steps - 1

@@ -73,7 +73,8 @@ def test_sample_logits_and_record_agree_with_the_cached_step(mode):
              torch.float32, torch.device("cpu"))
     with torch.inference_mode():
         emb = dyn.frame_action(actions, 2)
-        full, kv = dyn.step(tokens, actions, ContextKV([], 0, empty))
+        ctx = ContextKV([], 0, empty)
+        full, kv = dyn.sample_logits(tokens, emb, ctx), ctx.frame_kv()
         pos = torch.tensor([[0, 3, 5], [1, 2, 7]])
         part = dyn.sample_logits(tokens, emb, ContextKV([], 0, empty), pos)
         torch.testing.assert_close(part, full.gather(1, pos[..., None].expand(-1, -1, d.vocab)), rtol=0, atol=1e-6)
@@ -126,8 +127,8 @@ def test_bf16_plays_close_to_fp32(tiny_world_path, prompt_image):
     empty = (st.depth, fp32.config.dynamics.tokens_per_frame, st.heads, st.dim // st.heads, torch.float32, torch.device("cpu"))
     tokens = torch.randint(0, fp32.config.dynamics.vocab, (1, fp32.config.dynamics.tokens_per_frame))
     with torch.inference_mode():
-        a = fp32.dynamics.step(tokens, None, ContextKV([], 0, empty))[0]
-        b = world.dynamics.step(tokens, None, ContextKV([], 0, empty))[0].float()
+        a, b = (w.dynamics.sample_logits(tokens, w.dynamics.frame_action(None, 1), ContextKV([], 0, empty)).float()
+                for w in (fp32, world))
     assert (a - b).abs().max() < 0.1 * a.abs().max()
 
 

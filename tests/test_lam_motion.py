@@ -7,9 +7,10 @@ import torch
 
 from genie_play.models.lam import LatentActionModel
 from genie_play.models.motion import motion_costs, shift_frames, shifted
-from genie_play.models.presets import from_dict, override, preset, to_dict
+from genie_play.presets import from_dict, override, preset, to_dict
 from genie_play.models.lam import LAMConfig
-from genie_play.models.vq import VectorQuantizer, VQConfig, usage_entropy
+from genie_play.models.vq import VectorQuantizer, VQConfig
+from genie_play.train.codebook import usage_entropy
 
 torch.manual_seed(0)
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
+from ..devices import cpu_flags
 from ..errors import OutputError
 from ..fileio import atomic_path
 from ..paths import user_cache_dir
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / f"play_{name}.c" for name in ("kernels", "linear", "block", "sample", "frame")]  # all include play_vec.h
+SOURCES = [HERE / f"play_{name}.c" for name in ("kernels", "linear", "frame")]  # all include play_vec.h
 HEADERS = [HERE / "play_vec.h"]
 # fast-math only in the forms that keep NaN/inf semantics: contract a*b+c into FMAs, no errno.
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC"]
@@ -120,10 +121,4 @@ def _object_path(address: int | None) -> str | None:
 
 def _cpu_id() -> str:
     """What -march=native depends on: the machine type and, on Linux, the CPU's feature flags."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    return f"{platform.machine()} {platform.processor()} {flags}"
+    return f"{platform.machine()} {platform.processor()} {' '.join(sorted(cpu_flags()))}"

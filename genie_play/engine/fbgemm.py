@@ -3,11 +3,10 @@
 `FbgemmBlock.step` computes what `STBlock.step` computes (models/st_block.py) with the six linears
 on fbgemm's dynamic int8 (weights int8 per output channel, activations quantised per call) and the
 rest in fewer PyTorch operations than the exact step: QK-norm as x / |x|, the spatial attention in
-one scaled_dot_product_attention, RoPE's rotate-half as a flip, and with `only` the rows no one
-reads skipped after the temporal attention. `FbgemmLinear` is a linear after an optional LayerNorm
-(the dynamics' final norm and head). They are called like the C route's `CBlock.step` and
-`Library.linear`, and hold copies of the weights. fbgemm quantises a call's activations with one
-scale, so each batch item is computed alone: a batch gives exactly its items' numbers.
+one scaled_dot_product_attention, and with `only` the rows no one reads skipped after the temporal
+attention. They are called like the C route's `CBlock.step` and `Library.linear` and hold copies of
+the weights. fbgemm quantises a call's activations with one scale, so each batch item is computed
+alone: a batch gives exactly its items' numbers.
 """
 from __future__ import annotations
 
@@ -16,6 +15,8 @@ import warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..models.st_block import cached_temporal_attention
 
 _linear = torch.ops.quantized.linear_dynamic
 
@@ -89,18 +90,11 @@ class FbgemmBlock:
         q, k = self._qk(qkv[:2], self.gains[0]).split(1)
         y = F.scaled_dot_product_attention(q, k, qkv[2:], scale=1.0)
         x = _linear(y.transpose(1, 2).reshape(n, d), w[1], True).add_(x)
-        # temporal attention of each position against its context, RoPE's rotate-half as the halves swapped
+        # temporal attention of each position against its context
         qkv = _linear(torch.layer_norm(x, *self.norms[1]), w[2], True).view(n, 3, h, hd)
-        qk = self._qk(qkv[:, :2], self.gains[1])
-        q_turned, k_turned = qk.view(n, 2, h, 2, hd // 2).flip(3).view(n, 2, h, hd).mul_(sin).unbind(1)
-        q, k = qk.mul_(cos).unbind(1)
-        torch.add(k, k_turned, out=ctx_k[:, :, -1])
-        ctx_v[:, :, -1] = qkv[:, 2]
-        if not need_output:
+        y = cached_temporal_attention(self._qk(qkv[:, :2], self.gains[1]), qkv[:, 2], cos, sin, ctx_k, ctx_v, need_output)
+        if y is None:
             return None
-        length = ctx_k.shape[2]
-        att = torch.bmm(torch.add(q, q_turned).view(n * h, 1, hd), ctx_k.view(n * h, length, hd).transpose(1, 2))
-        y = torch.bmm(att.softmax(dim=-1), ctx_v.view(n * h, length, hd)).view(n, d)
         if only is not None:  # the rest is row by row
             y, x = y.index_select(0, only), x.index_select(0, only)
         x = _linear(y, w[3], True).add_(x)

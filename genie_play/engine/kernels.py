@@ -13,7 +13,7 @@ import torch
 
 from ..models import maskgit
 
-MAX_HEAD_DIM, MAX_LENGTH, LANES = 256, 4096, 16  # as in play_kernels.c / play_linear.c (LANES: the widest)
+MAX_HEAD_DIM, MAX_LENGTH, LANES = 256, 4096, 16  # as in play_kernels.c and play_vec.h (LANES: the widest)
 _p, _i, _f, _l = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_long
 
 
@@ -42,7 +42,7 @@ class _Int8Struct(ctypes.Structure):  # gp_int8 in play_vec.h
     _fields_ = [("packed", _p), ("scale", _p), ("offsets", _p), ("bias", _p), ("k", _i), ("n", _i)]
 
 
-class _BlockStruct(ctypes.Structure):  # gp_block in play_block.c
+class _BlockStruct(ctypes.Structure):  # gp_block in play_frame.c
     _fields_ = [("norm_w", _p * 3), ("norm_b", _p * 3), ("norm_eps", _f * 3), ("linear", _Int8Struct * 6),
                 ("gain_s", _p * 2), ("gain_t", _p * 2), ("qk_eps", _f), ("scale", _f), ("dim", _i), ("heads", _i), ("hidden", _i)]
 
@@ -62,26 +62,19 @@ class Library:
     stacker. amx=False never turns AMX on (GENIE_PLAY_AMX=0)."""
 
     def __init__(self, lib: ctypes.CDLL, amx: bool = True) -> None:
-        self.lib = lib
-        self.linear_available = bool(lib.gp_linear_available())  # an AVX2 or AVX-512 VNNI product was compiled
-        self.vnni = bool(lib.gp_linear_vnni())
+        self.isa = ("", "AVX2", "AVX-512 VNNI")[lib.gp_linear_isa()]  # the int8 product without AMX (a switch: has_amx)
+        self.linear_available = bool(self.isa)
         self._use_amx = _bind(lib, "gp_linear_use_amx", [_i], _i)
         self.has_amx = self.use_amx(amx)  # asks Linux for the AMX tile state once, if amx
-        self._pack = _bind(lib, "gp_linear_pack", [_p, _i, _i, _p])
-        self._linear = _bind(lib, "gp_linear", [_p, _i, _i, _i, _p, _p, _p, _p, _i, _p, _p, _p, _p, _p, _p, _f, _i])
+        self._linear = _bind(lib, "gp_linear", [_p, _i, _p, _p, _p, _p, _p, _p, _f, _i])
         self._stack = _bind(lib, "gp_stack_context", [_p, _p, _i, _l, _i, _p, _p, _p, _i])
         self.block_step = _bind(lib, "gp_block_step", [_p, _p, _i, _i, _p, _p, _p, _i, _p, _p, _i, _p, _p, _p, _i])
         self.block_work = _bind(lib, "gp_block_work_floats", [_p, _i, _i, _i], _l)
         self.block_bytes = _bind(lib, "gp_block_bytes", [_p, _i], _l)
-        self.frame = _bind(lib, "gp_frame", [_p, _p, _i, _p, _p, _i, _p, _p, _p, _p, _i, _p, _p, _i, _p, _p, _p, _p, _p, _i])
+        self.frame = _bind(lib, "gp_frame", [_p, _p, _i, _p, _p, _i, _p, _p, _p, _p, _i, _p, _p, _p, _p, _p, _p, _p, _i])
         self.frame_work = _bind(lib, "gp_frame_work_floats", [_p, _i, _i], _l)
         self.frame_bytes = _bind(lib, "gp_frame_bytes", [_p, _i], _l)
         self._pick = _bind(lib, "gp_maskgit_pick", [_p, _i, _i, _p, _p, _f, _p, _f, _p, _p, _i])
-
-    @property
-    def isa(self) -> str:
-        """The int8 product's instruction set without AMX (AMX, where there, is a switch: has_amx)."""
-        return "AVX-512 VNNI" if self.vnni else "AVX2"
 
     def use_amx(self, on: bool) -> bool:
         """Run the int8 products' 32-row blocks on AMX tiles where the CPU allows (a switch of the
@@ -97,14 +90,13 @@ class Library:
         m = rows.shape[0]
         y, scratch, a_scale = torch.empty(m, w.out_features), torch.empty(m * w.in_features, dtype=torch.uint8), torch.empty(m)
         nw, nb = (None, None) if norm is None else (norm.weight.detach().float().contiguous(), norm.bias.detach().float().contiguous())
-        self._linear(rows.data_ptr(), m, w.in_features, w.out_features, w.packed.data_ptr(), w.scale.data_ptr(), w.offsets.data_ptr(),
-                     _ptr(w.bias), 0, None, y.data_ptr(), scratch.data_ptr(), a_scale.data_ptr(), _ptr(nw), _ptr(nb),
-                     0.0 if norm is None else norm.eps, torch.get_num_threads())
+        self._linear(rows.data_ptr(), m, ctypes.byref(w.struct()), y.data_ptr(), scratch.data_ptr(), a_scale.data_ptr(), _ptr(nw),
+                     _ptr(nb), 0.0 if norm is None else norm.eps, torch.get_num_threads())
         return y.view(*x.shape[:-1], w.out_features)
 
     def pick(self, logits: torch.Tensor, u: torch.Tensor | None, positions: torch.Tensor, temperature: float,
              g: torch.Tensor | None, noise_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """maskgit.torch_pick in one C call (play_sample.c, the frame kernel's draw), for vocabularies
+        """maskgit.torch_pick in one C call (play_frame.c, the frame kernel's draw), for vocabularies
         that are a multiple of LANES (else torch_pick): the same draws up to float rounding at the CDF's steps."""
         b, m, v = logits.shape
         if v % LANES:
@@ -130,16 +122,16 @@ class Library:
 
 class Int8Weights:
     """An nn.Linear's weight for the C int8 linear: int8 per output channel (symmetric, scale =
-    max |w| / 127), packed in play_linear.c's block layout, with the fp32 bias."""
+    max |w| / 127) in blocks of 16 output columns, each a run of groups of 4 inputs x 16 columns
+    (64 bytes, a column's 4 inputs together: AMX's B-tile layout), with the fp32 bias."""
 
-    def __init__(self, library: Library, linear: torch.nn.Linear) -> None:
+    def __init__(self, linear: torch.nn.Linear) -> None:
         w = linear.weight.detach().float()
         self.out_features, self.in_features = w.shape
         self.scale = (w.abs().amax(1).clamp_min(1e-30) / 127).contiguous()  # (N,)
         q = torch.round(w / self.scale[:, None]).clamp_(-127, 127).to(torch.int8).contiguous()  # (N, K)
         self.offsets = (64 * q.sum(1, dtype=torch.int32)).to(torch.int32).contiguous()  # the activations' +64
-        self.packed = torch.empty_like(q)
-        library._pack(q.data_ptr(), self.out_features, self.in_features, self.packed.data_ptr())
+        self.packed = q.view(self.out_features // 16, 16, self.in_features // 4, 4).transpose(1, 2).contiguous()
         self.bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
 
     def struct(self) -> _Int8Struct:
@@ -152,13 +144,13 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class CBlock:
-    """One ST block's cached step as one C call (play_block.c): LayerNorms, the six int8 linears and
+    """One ST block's cached step as one C call (play_frame.c): LayerNorms, the six int8 linears and
     both attentions. Holds copies of the block's parameters, made when built."""
 
     def __init__(self, library: Library, block) -> None:
         linears = [block.spatial.qkv, block.spatial.out, block.temporal.qkv, block.temporal.out, block.ffn[0], block.ffn[2]]
         self.library, self.heads, self.dim = library, block.cfg.heads, block.cfg.dim
-        self.weights = [Int8Weights(library, m) for m in linears]
+        self.weights = [Int8Weights(m) for m in linears]
         norms = (block.norm_s, block.norm_t, block.norm_f)
         self.keep = [(_f32(n.weight), _f32(n.bias)) for n in norms]
         gain_s, gain_t, scale = block.qk_gains()
@@ -205,38 +197,36 @@ class CFrame:
 
     def __init__(self, library: Library, dynamics, blocks: list[CBlock], head: Int8Weights) -> None:
         cfg, norm = dynamics.cfg, dynamics.transformer.norm
-        self.library, self.blocks, self.head, self.tokens, self.mask_id = library, blocks, head, cfg.tokens_per_frame, cfg.mask_id
+        self.library, self.blocks, self.head, self.cfg = library, blocks, head, cfg
         self.keep = [_f32(t) for t in (dynamics.tok_emb.weight, dynamics.pos.table, norm.weight, norm.bias)]
         self._blocks = (_BlockStruct * len(blocks))(*(b.struct for b in blocks))
         tok_emb, pos, norm_w, norm_b = self.keep
         self.struct = _DynamicsStruct(ctypes.addressof(self._blocks), tok_emb.data_ptr(), pos.data_ptr(), norm_w.data_ptr(),
-                                      _ptr(norm_b), norm.eps, head.struct(), len(blocks), cfg.st.dim, self.tokens, cfg.vocab)
+                                      _ptr(norm_b), norm.eps, head.struct(), len(blocks), cfg.st.dim, cfg.tokens_per_frame, cfg.vocab)
         self._buffers: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
 
     def _buffers_for(self, items: int, threads: int) -> tuple[torch.Tensor, ...]:
         key = (items, threads)
         if key not in self._buffers:  # reused: fresh megabytes per frame would be mapped and faulted in each time
-            ref, rows = ctypes.byref(self.struct), items * self.tokens
+            ref, rows = ctypes.byref(self.struct), items * self.cfg.tokens_per_frame
             self._buffers = {key: (torch.empty(self.library.frame_work(ref, items, threads)),
                                    torch.empty(self.library.frame_bytes(ref, items), dtype=torch.uint8),
                                    torch.empty(rows, dtype=torch.long), torch.empty(rows, dtype=torch.long),
                                    torch.empty(rows, dtype=torch.int32))}
         return self._buffers[key]
 
-    def sample(self, tokens: torch.Tensor, emb: torch.Tensor, context, rope: tuple[torch.Tensor, torch.Tensor], steps: int,
-               temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    def sample(self, tokens: torch.Tensor, emb: torch.Tensor, context, steps: int, temperature: float,
+               generator: torch.Generator | None) -> torch.Tensor:
         """maskgit.decode over tokens (B, N) (every row with the same number masked) with this
-        model's logits; emb (B, D) the frame's action embedding; context: a ContextKV with keys_t; rope:
-        its (cos, sin). Returns the filled tokens and leaves
-        the final tokens' keys/values in the context's scratch slot."""
+        model's logits; emb (B, D) the frame's action embedding; context: a ContextKV with keys_t.
+        Returns the filled tokens; the final tokens' keys/values are left in the context's scratch
+        slot (context.recorded)."""
         tokens = tokens.to(torch.long).contiguous().clone()
         b, n = tokens.shape
-        masked = tokens == self.mask_id
-        m = int(masked[0].sum())
-        if int(masked.sum()) != b * m:
-            raise ValueError("every row must start with the same number of masked positions")
+        masked = maskgit.masked_positions(tokens, self.cfg.mask_id)
+        m = masked.shape[1]
         positions = torch.zeros(b, n, dtype=torch.int32)
-        positions[:, :m] = masked.nonzero()[:, 1].view(b, m).to(torch.int32)  # ascending in each row
+        positions[:, :m] = masked
         rounds = maskgit.plan_rounds(m, n, steps, temperature, generator)
         zeros = torch.zeros(n)
         u = torch.stack([zeros if r.u is None else r.u.float() for r in rounds])  # (steps, N)
@@ -246,7 +236,7 @@ class CFrame:
         plan = _PlanStruct(steps, counts[0].data_ptr(), u.data_ptr(), g.data_ptr(), counts[1].data_ptr(), counts[2].data_ptr(),
                            noise.data_ptr(), temperature)
         ks, kts, vs = context.keys, context.keys_t, context.values
-        cos, sin = rope
+        cos, sin = context.rope(self.cfg.st)
         check(*ks, *vs, *kts, cos, sin)
         if any(t.shape[0] != b * n for t in (*ks, *vs, *kts)):
             raise ValueError(f"play frame: context {tuple(ks[0].shape)} does not fit tokens {tuple(tokens.shape)}")
@@ -255,6 +245,7 @@ class CFrame:
         work, scratch, sampled, rows_at, order = self._buffers_for(b, threads)
         arrays = [(_p * len(ts))(*(t.data_ptr() for t in ts)) for ts in (ks, kts, vs)]
         self.library.frame(ctypes.byref(self.struct), ctypes.byref(plan), b, tokens.data_ptr(), positions.data_ptr(), m,
-                           emb.data_ptr(), *arrays, ks[0].shape[2], cos.data_ptr(), sin.data_ptr(), 1,
-                           work.data_ptr(), scratch.data_ptr(), sampled.data_ptr(), rows_at.data_ptr(), order.data_ptr(), threads)
+                           emb.data_ptr(), *arrays, ks[0].shape[2], cos.data_ptr(), sin.data_ptr(), work.data_ptr(),
+                           scratch.data_ptr(), sampled.data_ptr(), rows_at.data_ptr(), order.data_ptr(), threads)
+        context.recorded = True
         return tokens

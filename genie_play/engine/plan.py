@@ -1,18 +1,12 @@
 """The play plan: how this machine computes a frame of a world, decided once, when the world loads.
 
-There are two routes:
-- "torch": PyTorch operations. fp32 is the exact reference every test compares with; on CUDA and
-  MPS the weights are cast to the device's fast dtype; on an x86 CPU without the C kernels (no
-  compiler, GENIE_PLAY_KERNELS=0) the dynamics' and decoder's linears run on fbgemm's int8, the one
-  reduced-precision variant kept for the CPU (docs/performance.md has the measurements).
-- "c": the int8 C kernels (engine/kernels.py): each MaskGIT frame of the dynamics in one C call, or
-  one C call per ST block where the frame kernel cannot run (token actions, odd vocabularies), and
-  the decoder one C call per block.
-`make_plan` is the only place that chooses; the World holds the resulting `Plan`, `genie-play
-info` and the player's HUD print it, and tests and benchmarks pass their own (dataclasses.replace).
+The two routes ("torch" and "c") are described in README.md in this folder. `make_plan` is the
+only place that chooses; the World holds the resulting `Plan`, `genie-play info` and the player's
+HUD print it, and tests and benchmarks pass their own (dataclasses.replace).
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from dataclasses import dataclass
@@ -32,7 +26,8 @@ class Plan:
     """How frames are computed. route: "torch" | "c"; precision: fp32 | bf16 | fp16 | int8 (int8:
     the dynamics' and decoder's linears; everything else in fp32); frame_kernel: the dynamics' MaskGIT
     rounds in one C call per frame (else one per block, round by round); amx: the C int8 products on
-    AMX tiles (else on `isa`, the library's AVX-512 VNNI or AVX2 product); threads: torch's intra-op threads when planned; why: the reason for the route."""
+    AMX tiles (else on `isa`, the library's AVX-512 VNNI or AVX2 product); threads: torch's intra-op
+    threads when planned; why: the reason for the route."""
 
     device: str
     precision: str
@@ -80,13 +75,9 @@ def library() -> Library | None:
     return None if lib is None else _library(lib)
 
 
-_LIBRARIES: dict[int, Library] = {}
-
-
-def _library(lib) -> Library:
-    if id(lib) not in _LIBRARIES:
-        _LIBRARIES[id(lib)] = Library(lib, amx=os.environ.get("GENIE_PLAY_AMX", "1") != "0")
-    return _LIBRARIES[id(lib)]
+@functools.lru_cache(maxsize=None)
+def _library(lib) -> Library:  # one per loaded library: its AMX switch is process-wide
+    return Library(lib, amx=os.environ.get("GENIE_PLAY_AMX", "1") != "0")
 
 
 def make_plan(config, device: str | torch.device = "auto", precision: str = "auto", kernels: bool = True) -> Plan:

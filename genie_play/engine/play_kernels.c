@@ -1,14 +1,12 @@
 /* Fused fp32 attention kernels for the play path (engine/build.py compiles it, engine/kernels.py calls it).
  *
- * Eager PyTorch runs each MaskGIT round's attention as ~30 small operations per layer (QK-norm,
- * RoPE, two batched products, softmax, casts, copies), each costing 5-30 us of dispatch and
- * threading overhead on 64-token frames: more time than the layer's linears. Here each attention
- * is one call that does the same arithmetic in one pass over data that stays in L1.
- *
- * Every output row depends on its own frame only (no cross-item reductions), so a batch of
- * rollouts gives exactly the numbers of single rollouts. The head dimension must be a multiple of
- * LANES (the caller checks). Products run along contiguous rows with several independent
- * accumulators, so there are no horizontal sums and no single dependency chain.
+ * Each attention is one call (one pass over data that stays in L1) instead of the ~30 small PyTorch
+ * operations per layer a MaskGIT round would otherwise dispatch (QK-norm, RoPE, two batched
+ * products, softmax, casts, copies). Every output row depends on its own frame only (no cross-item
+ * reductions), so a batch of rollouts gives exactly the numbers of single rollouts. The head
+ * dimension must be a multiple of LANES (the caller checks). Products run along contiguous rows
+ * with several independent accumulators, so there are no horizontal sums and no single dependency
+ * chain.
  */
 #include "play_vec.h"
 
@@ -44,13 +42,7 @@ static void rope(const float *x, const float *cos_t, const float *sin_t, int hd,
 static void softmax(float *s, int n) {
     const int np = padded(n);
     for (int i = n; i < np; i++) s[i] = -1e30f;
-    vf mv = load_vf(s);
-    for (int i = LANES; i < np; i += LANES) {
-        const vf x = load_vf(s + i);
-        const vi greater = x > mv;
-        mv = (vf)(((vi)x & greater) | ((vi)mv & ~greater));
-    }
-    const float m = hmax(mv);
+    const float m = row_max(s, np);
     vf total = (vf){0};
     for (int i = 0; i < np; i += LANES) {
         const vf e = exp_lanes(load_vf(s + i) - m);
@@ -64,8 +56,8 @@ static void softmax(float *s, int n) {
 /* out[c] = sum_k a[k] * b[k * stride + c] for c < width (a multiple of LANES), k < depth: a
  * vector-matrix product along b's contiguous rows. Four column blocks at a time with even and odd
  * k summed apart (eight independent chains: an FMA's latency times the two FMA ports), or, for a
- * narrow product, one block split over four interleaved partial sums. Both scores (q against transposed keys) and weighted sums (probabilities against
- * values) are this. */
+ * narrow product, one block split over four interleaved partial sums. Both scores (q against
+ * transposed keys) and weighted sums (probabilities against values) are this. */
 static void vec_mat(const float *a, const float *b, int depth, int stride, int width, float *out) {
     int c = 0;
     for (; c + 4 * LANES <= width; c += 4 * LANES) { /* even and odd k in separate sums: 8 chains */

@@ -3,12 +3,9 @@
  * y = x W^T + b, then optionally SiLU, then optionally + residual, with W quantised once per output
  * channel to int8 (symmetric, 127 levels each side) and x quantised per row, at every call, to 7
  * bits (63 levels each side). Per-row activation scales make every row independent of the others:
- * a batch of rollouts gives exactly the numbers of single rollouts, with no per-item calls.
- *
- * Why not fbgemm (torch's quantized::linear_dynamic): at the 64-row products of a MaskGIT round it
- * scales poorly to a second thread (1.07x at 256x1024 on a 2-core AVX2 EPYC) and spends part of each
- * call on whole-tensor passes (min/max, quantise, requantise). Here the threads share the output
- * columns, and quantisation, dequantisation, bias, SiLU and the residual are one pass each.
+ * a batch of rollouts gives exactly the numbers of single rollouts, with no per-item calls. The
+ * threads share the output columns, and quantisation, dequantisation, bias, SiLU and the residual
+ * are one pass each (docs/performance.md compares this with fbgemm's int8 linear).
  *
  * The product uses AVX2's u8 x s8 pair multiply (vpmaddubsw) and widens pairs to int32 (vpmaddwd):
  * with activations stored as q + 64 in [1, 127] and weights in [-127, 127], a pair sums to at most
@@ -16,9 +13,7 @@
  * per-column weight sums. With AVX-512 VNNI the same sums come from vpdpbusd, and with AMX (where
  * Linux grants it) from tile products for blocks of 32 rows: all three give identical int32 sums,
  * so the outputs differ between them only where the vector width changes float rounding elsewhere.
- * Measured on a 2-core Xeon with AMX, one 64 x 256 -> 768 product on one thread (C harness): VNNI
- * 85 us, AMX 29 us, of which ~10 us is the dequantising epilogue. Without AVX2 the library reports
- * gp_linear_available() == 0 and the caller uses another path.
+ * Without AVX2 the library reports gp_linear_isa() == 0 and the caller uses another path.
  */
 #include <stdint.h>
 
@@ -56,10 +51,10 @@ static int amx_ready = 0;
 #define ACT_LEVELS 63.0f
 #define ACT_OFFSET 64
 
-int gp_linear_available(void) { return GP_HAVE_AVX2 || GP_HAVE_VNNI512; }
+#define GP_HAVE_PRODUCT (GP_HAVE_AVX2 || GP_HAVE_VNNI512)
 
-/* 1 where the product runs on AVX-512 VNNI, 0 on AVX2 (the plan names the ISA). */
-int gp_linear_vnni(void) { return GP_HAVE_VNNI512; }
+/* The int8 product compiled in: 2 = AVX-512 VNNI, 1 = AVX2, 0 = none (the plan names it). */
+int gp_linear_isa(void) { return GP_HAVE_VNNI512 ? 2 : GP_HAVE_PRODUCT; }
 
 /* Run products with k % 64 == 0 and n % 32 == 0 on AMX from now on (their 32-row blocks), or not
  * (on = 0: VNNI only, for comparisons). The first time, asks Linux for the AMX tile state (arch_prctl
@@ -76,17 +71,6 @@ int gp_linear_use_amx(int on) {
     return amx_ready;
 }
 
-/* Pack int8 weights w (n, k), n a multiple of COLS and k of 4, as blocks of COLS columns: for each
- * group of 4 inputs, COLS x 4 bytes (column-major within the group), i.e. packed[(nb * k/4 + g) *
- * COLS * 4 + c * 4 + j] = w[(nb * COLS + c) * k + 4 g + j]. */
-void gp_linear_pack(const int8_t *w, int n, int k, int8_t *packed) {
-    const int groups = k / 4;
-    for (int nb = 0; nb < n / COLS; nb++)
-        for (int g = 0; g < groups; g++)
-            for (int c = 0; c < COLS; c++)
-                memcpy(packed + ((long)(nb * groups + g) * COLS + c) * 4, w + (long)(nb * COLS + c) * k + 4 * g, 4);
-}
-
 typedef uint8_t vu8 __attribute__((vector_size(LANES)));
 
 /* Quantise row x (k, a multiple of LANES) to q + 64 (u8, 1..127), q = round(x * 63 / amax);
@@ -98,8 +82,7 @@ static float quantise_row(const float *x, int k, uint8_t *out) {
     for (int i = 0; i < k; i += LANES) {
         const vf v = load_vf(x + i), a = (vf)((vi)v & 0x7fffffff); /* |v| */
         bad |= ~(a <= 3.4028235e38f);                               /* inf or NaN */
-        const vi greater = a > m;
-        m = (vf)(((vi)a & greater) | ((vi)m & ~greater));
+        m = max_lanes(a, m);
     }
     int lanes[LANES], any_bad = 0;
     memcpy(lanes, &bad, sizeof lanes);
@@ -127,52 +110,8 @@ static inline vf silu_lanes(vf x) {
     return numerator / (1.0f + e);
 }
 
-#if GP_HAVE_AVX2 && !GP_HAVE_VNNI512
-/* acc (rows x COLS) int32 = a (rows x k, u8) . packed block (k x COLS), rows <= ROWS. */
-static void block_product(const uint8_t *a, int rows, int k, const int8_t *wb, int32_t *acc) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i s[ROWS][2];
-    for (int r = 0; r < ROWS; r++) s[r][0] = s[r][1] = _mm256_setzero_si256();
-    const int groups = k / 4;
-    int g = 0;
-    if (rows == ROWS) { /* four groups at a time: 8 weight registers loaded once for 4 rows (~10% faster) */
-        for (; g + 4 <= groups; g += 4) {
-            __m256i w[8];
-            for (int j = 0; j < 8; j++) w[j] = _mm256_loadu_si256((const __m256i *)(wb + g * COLS * 4 + 32 * j));
-            for (int r = 0; r < ROWS; r++) {
-                __m256i t0 = _mm256_setzero_si256(), t1 = _mm256_setzero_si256();
-                for (int j = 0; j < 4; j++) {
-                    int32_t four;
-                    memcpy(&four, a + (long)r * k + 4 * (g + j), 4);
-                    const __m256i x = _mm256_set1_epi32(four);
-                    t0 = _mm256_add_epi32(t0, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w[2 * j]), ones));
-                    t1 = _mm256_add_epi32(t1, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w[2 * j + 1]), ones));
-                }
-                s[r][0] = _mm256_add_epi32(s[r][0], t0);
-                s[r][1] = _mm256_add_epi32(s[r][1], t1);
-            }
-        }
-    }
-    for (; g < groups; g++) { /* the remaining groups, or all of them for a partial block of rows */
-        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wb + g * COLS * 4));
-        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wb + g * COLS * 4 + 32));
-        for (int r = 0; r < rows; r++) {
-            int32_t four;
-            memcpy(&four, a + (long)r * k + 4 * g, 4);
-            const __m256i x = _mm256_set1_epi32(four);
-            s[r][0] = _mm256_add_epi32(s[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w0), ones));
-            s[r][1] = _mm256_add_epi32(s[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w1), ones));
-        }
-    }
-    for (int r = 0; r < rows; r++) {
-        _mm256_storeu_si256((__m256i *)(acc + r * COLS), s[r][0]);
-        _mm256_storeu_si256((__m256i *)(acc + r * COLS + 8), s[r][1]);
-    }
-}
-#endif
-
 /* Dequantise acc (rows x COLS int32 sums of block columns col..col+COLS, row r at acc + r * stride)
- * into y rows r0.., with bias, SiLU and residual: the epilogue shared by both products. */
+ * into y rows r0.., with bias, SiLU and residual: the epilogue shared by every product. */
 static inline void finish_block(const int32_t *acc, int stride, int rows, int r0, long col, const float *a_scale,
                                 const gp_int8 *w, int act, const float *residual, float *y) {
     for (int r = 0; r < rows; r++) {
@@ -227,10 +166,57 @@ static inline void tile_product(const uint8_t *a, int rows, int span, int k, con
     for (int r = 0; r < rows; r++)
         for (int j = 0; j < span; j++) _mm512_storeu_si512((void *)acc[r][j], s[r][j]);
 }
+#elif GP_HAVE_AVX2
+#define SPAN 1 /* one column block per tile: its 16 sums in two registers per row */
 
-/* gp_gemm's rows first.. on AVX-512 VNNI: the team shares groups of SPAN column blocks. */
-static void gemm_vnni(const uint8_t *a, const float *a_scale, int first, int m, const gp_int8 *w, int act, const float *residual,
-                      float *y) {
+/* tile_product for one packed block (span 1) on AVX2. */
+static void tile_product(const uint8_t *a, int rows, int span, int k, const int8_t *wb, long block, int32_t acc[ROWS][SPAN][COLS]) {
+    (void)span, (void)block;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s[ROWS][2];
+    for (int r = 0; r < ROWS; r++) s[r][0] = s[r][1] = _mm256_setzero_si256();
+    const int groups = k / 4;
+    int g = 0;
+    if (rows == ROWS) { /* four groups at a time: 8 weight registers loaded once for 4 rows (~10% faster) */
+        for (; g + 4 <= groups; g += 4) {
+            __m256i w[8];
+            for (int j = 0; j < 8; j++) w[j] = _mm256_loadu_si256((const __m256i *)(wb + g * COLS * 4 + 32 * j));
+            for (int r = 0; r < ROWS; r++) {
+                __m256i t0 = _mm256_setzero_si256(), t1 = _mm256_setzero_si256();
+                for (int j = 0; j < 4; j++) {
+                    int32_t four;
+                    memcpy(&four, a + (long)r * k + 4 * (g + j), 4);
+                    const __m256i x = _mm256_set1_epi32(four);
+                    t0 = _mm256_add_epi32(t0, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w[2 * j]), ones));
+                    t1 = _mm256_add_epi32(t1, _mm256_madd_epi16(_mm256_maddubs_epi16(x, w[2 * j + 1]), ones));
+                }
+                s[r][0] = _mm256_add_epi32(s[r][0], t0);
+                s[r][1] = _mm256_add_epi32(s[r][1], t1);
+            }
+        }
+    }
+    for (; g < groups; g++) { /* the remaining groups, or all of them for a partial block of rows */
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(wb + g * COLS * 4));
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wb + g * COLS * 4 + 32));
+        for (int r = 0; r < rows; r++) {
+            int32_t four;
+            memcpy(&four, a + (long)r * k + 4 * g, 4);
+            const __m256i x = _mm256_set1_epi32(four);
+            s[r][0] = _mm256_add_epi32(s[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w0), ones));
+            s[r][1] = _mm256_add_epi32(s[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w1), ones));
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        _mm256_storeu_si256((__m256i *)acc[r][0], s[r][0]);
+        _mm256_storeu_si256((__m256i *)(acc[r][0] + 8), s[r][1]);
+    }
+}
+#endif
+
+#if GP_HAVE_PRODUCT
+/* gp_gemm's rows first.. on AVX-512 VNNI or AVX2: the team shares tiles of SPAN column blocks. */
+static void gemm_tiles(const uint8_t *a, const float *a_scale, int first, int m, const gp_int8 *w, int act, const float *residual,
+                       float *y) {
     const int k = w->k, blocks = w->n / COLS, tiles = (blocks + SPAN - 1) / SPAN;
     const long block = (long)(k / 4) * COLS * 4;
 #pragma omp for schedule(static)
@@ -330,7 +316,7 @@ void gp_layer_norm_quantise(const float *x, int m, int d, const float *w, const 
  * may be y itself: each element is read before it is written, by the same thread). Column blocks
  * shared among the team. */
 void gp_gemm(const uint8_t *a, const float *a_scale, int m, const gp_int8 *w, int act, const float *residual, float *y) {
-#if GP_HAVE_VNNI512
+#if GP_HAVE_PRODUCT
     int first = 0;
 #if GP_HAVE_AMX
     if (amx_ready && w->k % 64 == 0 && w->n % (2 * COLS) == 0 && m >= 32) {
@@ -338,39 +324,24 @@ void gp_gemm(const uint8_t *a, const float *a_scale, int m, const gp_int8 *w, in
         first = m / 32 * 32;
     }
 #endif
-    gemm_vnni(a, a_scale, first, m, w, act, residual, y);
-#elif GP_HAVE_AVX2
-    const int k = w->k, n = w->n;
-#pragma omp for schedule(static)
-    for (int nb = 0; nb < n / COLS; nb++) {
-        const int8_t *wb = w->packed + (long)nb * (k / 4) * COLS * 4;
-        int32_t acc[ROWS * COLS];
-        for (int r0 = 0; r0 < m; r0 += ROWS) {
-            const int rows = m - r0 < ROWS ? m - r0 : ROWS;
-            block_product(a + (long)r0 * k, rows, k, wb, acc);
-            finish_block(acc, COLS, rows, r0, (long)nb * COLS, a_scale, w, act, residual, y);
-        }
-    }
+    gemm_tiles(a, a_scale, first, m, w, act, residual, y);
 #else
     (void)a, (void)a_scale, (void)m, (void)w, (void)act, (void)residual, (void)y;
 #endif
 }
 
-/* y (m, n) = residual + silu?(norm?(x) (m, k) W^T + bias) on `threads` threads: the rows of x
- * (LayerNorm'd first when norm_w is given, with norm_b or none) quantised into scratch (m * k bytes)
- * and a_scale (m), then the product. k a multiple of LANES and 4, n of COLS; bias and residual may
- * be NULL. */
-void gp_linear(const float *x, int m, int k, int n, const int8_t *packed, const float *w_scale, const int32_t *w_offsets,
-               const float *bias, int act, const float *residual, float *y, uint8_t *scratch, float *a_scale,
-               const float *norm_w, const float *norm_b, float norm_eps, int threads) {
-    const gp_int8 w = {packed, w_scale, w_offsets, bias, k, n};
+/* y (m, n) = norm?(x) (m, k) W^T + bias on `threads` threads: the rows of x (LayerNorm'd first when
+ * norm_w is given, with norm_b or none) quantised into scratch (m * k bytes) and a_scale (m), then
+ * the product. k a multiple of LANES and 4, n of COLS. */
+void gp_linear(const float *x, int m, const gp_int8 *w, float *y, uint8_t *scratch, float *a_scale, const float *norm_w,
+               const float *norm_b, float norm_eps, int threads) {
     (void)threads;
 #pragma omp parallel num_threads(threads)
     {
         if (norm_w)
-            gp_layer_norm_quantise(x, m, k, norm_w, norm_b, norm_eps, scratch, a_scale);
+            gp_layer_norm_quantise(x, m, w->k, norm_w, norm_b, norm_eps, scratch, a_scale);
         else
-            gp_quantise_rows(x, m, k, scratch, a_scale);
-        gp_gemm(scratch, a_scale, m, &w, act, residual, y);
+            gp_quantise_rows(x, m, w->k, scratch, a_scale);
+        gp_gemm(scratch, a_scale, m, w, 0, NULL, y);
     }
 }

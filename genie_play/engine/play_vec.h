@@ -1,5 +1,5 @@
-/* Vector helpers and work-sharing bodies shared by the play kernels (play_kernels.c, play_linear.c,
- * play_block.c). */
+/* Vector helpers and the work-sharing bodies the play kernels share (play_kernels.c, play_linear.c,
+ * play_frame.c). */
 #ifndef GP_PLAY_VEC_H
 #define GP_PLAY_VEC_H
 
@@ -17,9 +17,8 @@ static inline int gp_thread(void) { return 0; }
 
 /* One vector register of floats (GCC/Clang vector extensions): sixteen with AVX-512, eight with
  * AVX/AVX2, four elsewhere (SSE, NEON). A vector wider than the target's registers would be passed
- * through the stack between functions (measured on an AVX2 CPU: the spatial kernel ran 4x slower
- * with 16 lanes than with 8: 8.7x). The head dimension (a multiple of 16, checked by the caller) is a
- * multiple of every LANES. */
+ * through the stack between functions. The head dimension (a multiple of 16, checked by the
+ * caller) is a multiple of every LANES. */
 #if defined(__AVX512F__)
 #define LANES 16
 #elif defined(__AVX__)
@@ -52,6 +51,19 @@ static inline float hmax(vf v) {
     return t[0];
 }
 
+/* Lane by lane a > b ? a : b. */
+static inline vf max_lanes(vf a, vf b) {
+    const vi greater = a > b;
+    return (vf)(((vi)a & greater) | ((vi)b & ~greater));
+}
+
+/* Largest of x (n, a multiple of LANES). */
+static inline float row_max(const float *x, int n) {
+    vf m = load_vf(x);
+    for (int i = LANES; i < n; i += LANES) m = max_lanes(load_vf(x + i), m);
+    return hmax(m);
+}
+
 /* exp(x) lane by lane, for the x <= 0 of a softmax: Cephes' expf, 2^n * P(r) with x = n ln2 + r,
  * |r| <= ln2/2 (within 2 ulp of expf); n is rounded with the 1.5 * 2^23 trick, which also leaves
  * it in t's low bits for building 2^n. Lanes below -87 (weights under 1e-38) give 0. */
@@ -74,11 +86,11 @@ static inline vf exp_lanes(vf x) {
 }
 
 /* Work-sharing bodies (orphaned omp for loops: inside a parallel region the team shares them, outside
- * one they run whole), used alone through their wrappers and together by play_block.c. */
+ * one they run whole), used alone through their wrappers and together by play_frame.c. */
 
-/* An int8 linear prepared by gp_linear_pack (play_linear.c). */
+/* An int8 linear (kernels.Int8Weights). */
 typedef struct {
-    const int8_t *packed;   /* blocks of 16 output columns */
+    const int8_t *packed;   /* blocks of 16 output columns: per group of 4 inputs, 16 x 4 bytes (a column's 4 together) */
     const float *scale;     /* (n) per output channel */
     const int32_t *offsets; /* (n) 64 * the int8 weights' sum per output channel */
     const float *bias;      /* (n) or NULL */
@@ -94,23 +106,5 @@ void gp_spatial_body(const float *qkv, int items, int n, int heads, int hd, cons
 void gp_temporal_body(const float *qkv, int rows, int heads, int hd, const float *gain_q, const float *gain_k,
                       float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k, float *ctx_kt,
                       float *ctx_v, int length, int need_output, float *out);
-
-/* What stays fixed for a block between calls: norms, linears and QK-norm gains. */
-typedef struct {
-    const float *norm_w[3], *norm_b[3]; /* LayerNorms before the spatial, temporal and FFN parts (b may be NULL) */
-    float norm_eps[3];
-    gp_int8 linear[6];                  /* spatial qkv, spatial out, temporal qkv, temporal out, ffn in, ffn out */
-    const float *gain_s[2], *gain_t[2]; /* q (with the attention scale folded in when exact) and k gains */
-    float qk_eps, scale;                /* QK-norm eps; the attention scale still to apply */
-    int dim, heads, hidden;
-} gp_block;
-
-void gp_block_body(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_kt, float *ctx_v,
-                   int length, const float *cos_t, const float *sin_t, int need_output, float *out, float *work,
-                   uint8_t *bytes);
-long gp_block_work_floats(const gp_block *b, int rows, int tokens, int threads);
-long gp_block_bytes(const gp_block *b, int rows);
-void gp_pick_body(const float *logits, int rows, int v, const int64_t *positions, const float *u, float temperature,
-                  const float *g, float noise_scale, int64_t *sampled, float *logp);
 
 #endif

@@ -1,16 +1,9 @@
-"""The runtime that carries out a Plan for one world: the three per-frame calls the World makes.
+"""The runtime that carries out a Plan for one world: the per-frame calls the World makes
+(`context`, `sample`, `record`, `decode`; README.md in this folder has how a frame flows).
 
-    sample(tokens, emb, ctx, ...)  the MaskGIT rounds of the new frame's tokens
-    record(tokens, emb, ctx)       the final tokens' keys/values (skipped where `sample` recorded them)
-    decode(tokens, ctx)            the frame's pixels and the decoder's keys/values
-
-In fp32, bf16 and fp16 the models' own cached steps run (DynamicsModel.sample_logits / record,
-Tokenizer.decode_step). In int8 the weights are packed into blocks with one `step` signature: C
-blocks (kernels.CBlock, and kernels.CFrame for a whole frame) on the "c" route, fbgemm blocks
-(fbgemm.FbgemmBlock) on the "torch" route; the models are called only for the parts around the
-transformer (embeddings, the decoder's input and output layers). Packed weights are copies made
-from the parameters when the runtime is built; `Runtime.refresh` rebuilds them if the parameters
-changed since (checked once per frame).
+In int8 the transformers' blocks are packed copies with one `step` signature (kernels.CBlock, and
+kernels.CFrame for a whole frame, on the "c" route; fbgemm.FbgemmBlock on the "torch" route); the
+models are called only for the parts around them (embeddings, the decoder's input and output).
 """
 from __future__ import annotations
 
@@ -53,7 +46,7 @@ class Runtime:
         if lib is None:
             self.head = FbgemmLinear(d.head, d.transformer.norm)  # (B, M, D) -> logits (B, M, vocab)
             return
-        weights = Int8Weights(lib, d.head) if lib.linear_fits(d.head) else None
+        weights = Int8Weights(d.head) if lib.linear_fits(d.head) else None
         norm = d.transformer.norm
         self.head = (lambda y: d.head(norm(y))) if weights is None else (lambda y: lib.linear(y, weights, norm=norm))
         self.frame = CFrame(lib, d, self.dynamics_blocks, weights) if self.plan.frame_kernel else None
@@ -76,10 +69,7 @@ class Runtime:
         if self.library is not None:
             self.library.use_amx(self.plan.amx)  # a switch of the shared library: set for this world
         if getattr(self, "frame", None) is not None:  # every round and the record pass in one C call
-            rope = ctx.rope(self.dynamics.transformer.cfg)
-            tokens = self.frame.sample(tokens, emb, ctx, rope, steps, temperature, generator)
-            ctx.recorded = True
-            return tokens
+            return self.frame.sample(tokens, emb, ctx, steps, temperature, generator)
         fn = lambda tok, pos: self._logits(tok, emb, ctx, pos)  # noqa: E731
         return maskgit.decode(fn, tokens, self.dynamics.cfg.mask_id, steps=steps, temperature=temperature, generator=generator,
                               masked_only=True, pick=maskgit.torch_pick if self.library is None else self.library.pick)
@@ -103,9 +93,8 @@ class Runtime:
         """tokens (B, N) -> (pixels (B, H, W, 3) in [0, 1], the decoder's keys/values of the frame)."""
         t = self.tokenizer
         if self.plan.precision != "int8":
-            return t.decoder_pixels(t.decoder.step(t.decoder_input(tokens), ctx)), ctx.frame_kv()
-        y = self._blocks(self.decoder_blocks, t.decoder, t.decoder_input(tokens), ctx, True)
-        return t.decoder_pixels(y), ctx.frame_kv()
+            return t.decode_step(tokens, ctx)
+        return t.decoder_pixels(self._blocks(self.decoder_blocks, t.decoder, t.decoder_input(tokens), ctx, True)), ctx.frame_kv()
 
     @staticmethod
     def _blocks(blocks: list, transformer: STTransformer, x: torch.Tensor, ctx: ContextKV, need_output: bool,

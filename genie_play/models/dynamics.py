@@ -107,9 +107,13 @@ class DynamicsModel(nn.Module):
         x = F.embedding(tokens, self.tok_emb.weight)
         return x.add_(emb[:, None, :].to(x.dtype)).add_(self.pos.table.to(x.dtype))
 
-    def logits_at(self, y: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """The cached step's output y (B, N or N+1, D) -> logits (B, M, vocab) of the tokens at
-        `positions` (B, M) (all N if None), through the final norm and the head."""
+    def sample_logits(self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """The cached step of one new frame (one MaskGIT round): tokens (B, N) at context.position
+        (mask id allowed), emb (B, D) from `frame_action` -> logits (B, M, vocab) for `positions`
+        (B, M) only (all N if None). Revealed tokens are never resampled, so their final norm, head
+        (8% of a round's FLOPs at vocab 1024) and sampling work are skipped. The frame's keys/values
+        stay in the context's scratch slot (`context.frame_kv()`)."""
+        y = self.transformer.step(self.embed_frame(tokens, emb), context)
         if self.cfg.action_mode == "token":
             y = y[:, 1:]
         b, n, d = y.shape
@@ -117,18 +121,6 @@ class DynamicsModel(nn.Module):
             rows = (positions + torch.arange(0, b * n, n, device=y.device)[:, None]).view(-1)
             y = y.reshape(b * n, d).index_select(0, rows).view(b, -1, d)
         return self.head(self.transformer.norm(y))
-
-    def step(self, tokens: torch.Tensor, action: torch.Tensor | None, context: ContextKV) -> tuple[torch.Tensor, FrameKV]:
-        """tokens (B, N) of the frame at context.position (mask id allowed), action (B, action_dim)
-        that led to it (None for the first frame) -> (logits (B, N, vocab), the frame's KV)."""
-        y = self.transformer.step(self.embed_frame(tokens, self.frame_action(action, tokens.shape[0])), context)
-        return self.logits_at(y), context.frame_kv()
-
-    def sample_logits(self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """One MaskGIT round: tokens (B, N), emb (B, D) from `frame_action` -> logits (B, M, vocab)
-        for `positions` (B, M) only (all N if None). Revealed tokens are never resampled, so their
-        final norm, head (8% of a round's FLOPs at vocab 1024) and sampling work are skipped."""
-        return self.logits_at(self.transformer.step(self.embed_frame(tokens, emb), context), positions)
 
     def record(self, tokens: torch.Tensor, emb: torch.Tensor, context: ContextKV) -> FrameKV:
         """The final tokens' keys/values (B, N) -> FrameKV, without the last layer's FFN and head."""

@@ -3,7 +3,7 @@
 `decode(logits_fn, tokens, ...)` fills the masked positions of `tokens` (B, N) in `steps` rounds:
 each round samples every masked position from logits_fn(tokens), ranks positions by the confidence of
 their sample (already-revealed positions rank first, with +inf), and reveals the most confident until
-only `mask_count(...)` positions stay masked. Revealed tokens are never resampled, every round reveals
+only `mask_counts(...)` positions stay masked. Revealed tokens are never resampled, every round reveals
 at least one token, and the last round reveals all that remain (argmax there).
 
 Randomness comes only from the given torch.Generator, and the same noise is shared by every batch
@@ -22,19 +22,12 @@ def cosine_schedule(progress: float) -> float:
     return math.cos(math.pi / 2 * progress)
 
 
-def linear_schedule(progress: float) -> float:
-    return 1.0 - progress
-
-
-SCHEDULES = {"cosine": cosine_schedule, "linear": linear_schedule}
-
-
-def mask_counts(num_masked: int, steps: int, schedule: Callable[[float], float] = cosine_schedule) -> list[int]:
-    """How many tokens stay masked after each of `steps` rounds: strictly decreasing (>=1 revealed
-    per round while any remain), ending at 0."""
+def mask_counts(num_masked: int, steps: int) -> list[int]:
+    """How many tokens stay masked after each of `steps` rounds of the cosine schedule: strictly
+    decreasing (>=1 revealed per round while any remain), ending at 0."""
     counts, remaining = [], num_masked
     for s in range(steps):
-        target = 0 if s == steps - 1 else math.floor(num_masked * schedule((s + 1) / steps))
+        target = 0 if s == steps - 1 else math.floor(num_masked * cosine_schedule((s + 1) / steps))
         remaining = max(0, min(target, remaining - 1))
         counts.append(remaining)
     return counts
@@ -52,18 +45,29 @@ class Round(NamedTuple):
 
 
 def plan_rounds(num_masked: int, n: int, steps: int, temperature: float, generator: torch.Generator | None,
-                schedule: Callable[[float], float] = cosine_schedule, choice_temperature: float = 1.0) -> list[Round]:
+                choice_temperature: float = 1.0) -> list[Round]:
     """Every round's schedule and random numbers for a frame of n positions, num_masked of them
-    masked, drawn from the generator (on the CPU) in the order of the plain sampler (tests/_reference.py): the same numbers
-    and the same generator state after, whatever is left to reveal in a round."""
+    masked, drawn from the generator (on the CPU) in the order of the plain sampler
+    (tests/_reference.py): the same numbers and the same generator state after, whatever is left to
+    reveal in a round."""
     rounds = []
-    for s, keep_masked in enumerate(mask_counts(num_masked, steps, schedule)):
+    for s, keep_masked in enumerate(mask_counts(num_masked, steps)):
         greedy = temperature <= 0 or s == steps - 1
         noise_scale = choice_temperature * (1.0 - (s + 1) / steps)
         u = None if greedy else torch.rand(n, generator=generator, device="cpu")
         g = torch.rand((1, n), generator=generator, device="cpu") if noise_scale > 0 else None
         rounds.append(Round(keep_masked, u, g, noise_scale))
     return rounds
+
+
+def masked_positions(tokens: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """The masked positions (B, M) of tokens (B, N), ascending in each row; every row must have the
+    same number masked (true for a new frame)."""
+    masked = tokens == mask_id
+    m = int(masked[0].sum())
+    if int(masked.sum()) != tokens.shape[0] * m:
+        raise ValueError("every row must start with the same number of masked positions")
+    return masked.nonzero()[:, 1].view(tokens.shape[0], m)
 
 
 def torch_pick(logits: torch.Tensor, u: torch.Tensor | None, positions: torch.Tensor, temperature: float,
@@ -90,7 +94,6 @@ def decode(
     steps: int = 25,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
-    schedule: Callable[[float], float] = cosine_schedule,
     choice_temperature: float = 1.0,
     masked_only: bool = False,
     pick: Callable[..., tuple[torch.Tensor, torch.Tensor]] = torch_pick,
@@ -103,21 +106,18 @@ def decode(
     Every row must start with the same number of masked positions (true for a new frame). `pick`
     draws and scores the masked positions' tokens (`torch_pick`'s arguments and results).
 
-    With torch_pick, gives exactly the plain sampler's tokens (tests/_reference.py) and leaves the generator in the same state, but works
-    on the M still-masked positions only (revealed ones are never resampled): the same uniforms are
-    drawn for all N positions and indexed, and ranking the masked ones by confidence (stable, ties
-    to the lower position) reveals the same tokens as ranking all N with +inf for the revealed."""
+    With torch_pick, gives exactly the plain sampler's tokens (tests/_reference.py) and leaves the
+    generator in the same state, but works on the M still-masked positions only (revealed ones are
+    never resampled): the same uniforms are drawn for all N positions and indexed, and ranking the
+    masked ones by confidence (stable, ties to the lower position) reveals the same tokens as
+    ranking all N with +inf for the revealed."""
     if steps < 1:
         raise ValueError("steps must be >= 1")
     tokens = tokens.clone()
-    b, n = tokens.shape
-    masked = tokens == mask_id
-    m = int(masked[0].sum())
-    if int(masked.sum()) != b * m:
-        raise ValueError("every row must start with the same number of masked positions")
-    positions = masked.nonzero()[:, 1].view(b, m)  # (B, M) masked positions, ascending in each row
+    positions = masked_positions(tokens, mask_id)  # (B, M)
     # the logits function never draws, so drawing every round's numbers first changes nothing
-    for keep_masked, u, g, noise_scale in plan_rounds(m, n, steps, temperature, generator, schedule, choice_temperature):
+    for keep_masked, u, g, noise_scale in plan_rounds(positions.shape[1], tokens.shape[1], steps, temperature, generator,
+                                                      choice_temperature):
         if positions.shape[1] == 0:
             continue
         u = None if u is None else u.to(tokens.device)

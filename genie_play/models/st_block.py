@@ -24,7 +24,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-
 @dataclass
 class STConfig:
     dim: int = 256  # width of every token vector
@@ -64,6 +63,24 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return (x * cos + rotated * sin).to(x.dtype)
+
+
+def cached_temporal_attention(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx_k: torch.Tensor,
+                              ctx_v: torch.Tensor, need_output: bool) -> torch.Tensor | None:
+    """A new frame's temporal attention against its context: qk (R, 2, H, hd) its normalised q and k
+    in fp32 (overwritten), v (R, H, hd); cos/sin (hd,) from `ContextKV.rope`. Writes the RoPE'd key
+    and the value into the context's last slot (ctx_k/ctx_v (R, H, L+1, hd) fp32), then, with
+    need_output, returns q's attention over the slots (R, H*hd) fp32 (else None)."""
+    r, _, h, hd = qk.shape
+    turned = qk.view(r, 2, h, 2, hd // 2).flip(3).view(r, 2, h, hd).mul_(sin)  # rotate-half as the halves swapped
+    qk.mul_(cos)
+    torch.add(qk[:, 1], turned[:, 1], out=ctx_k[:, :, -1])
+    ctx_v[:, :, -1] = v
+    if not need_output:
+        return None
+    length = ctx_k.shape[2]
+    att = torch.bmm(torch.add(qk[:, 0], turned[:, 0]).view(r * h, 1, hd), ctx_k.view(r * h, length, hd).transpose(1, 2))
+    return torch.bmm(att.softmax(dim=-1), ctx_v.view(r * h, length, hd)).view(r, h * hd)
 
 
 def banded_causal_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
@@ -160,14 +177,15 @@ class STBlock(nn.Module):
         Computes what `forward` computes for the frame, in fewer operations: in fp32 the frames
         equal those of the full forward over the window to float rounding (tests/test_models.py)."""
         b, n, d = x.shape
-        gain_s, gain_t, scale = gains
+        heads, (gain_s, gain_t, scale) = self.cfg.heads, gains
         # linears by .forward (no nn.Module.__call__ overhead: ~19 per round, 26 rounds per frame);
         # residual adds and SiLU in place on fresh outputs (the same values)
         qkv = self.spatial.qkv.forward(F.layer_norm(x, (d,), self.norm_s.weight, self.norm_s.bias, self.norm_s.eps))
         y = self._spatial_mix(qkv, b, n, gain_s, scale, ctx_k.dtype)
         x = self.spatial.out.forward(y.to(x.dtype)).add_(x.reshape(b * n, d))  # (B*N, D): the temporal batch
         qkv = self.temporal.qkv.forward(F.layer_norm(x, (d,), self.norm_t.weight, self.norm_t.bias, self.norm_t.eps))
-        y = self._temporal_mix(qkv, gain_t, scale, cos, sin, ctx_k, ctx_v, need_output)
+        qkv = qkv.view(b * n, 3, heads, d // heads)
+        y = cached_temporal_attention(self._qk(qkv[:, :2], gain_t, scale), qkv[:, 2], cos, sin, ctx_k, ctx_v, need_output)
         if not need_output:
             return None
         x = self.temporal.out.forward(y.to(x.dtype)).add_(x)
@@ -196,26 +214,6 @@ class STBlock(nn.Module):
         att = torch.bmm(q, k.transpose(1, 2)).float().softmax(dim=-1).to(att_dtype)  # (B*H, N, N)
         return torch.bmm(att, v).view(b, h, n, hd).transpose(1, 2).reshape(b * n, h * hd)
 
-    def _temporal_mix(
-        self, qkv: torch.Tensor, gain: torch.Tensor, scale: float, cos: torch.Tensor, sin: torch.Tensor,
-        ctx_k: torch.Tensor, ctx_v: torch.Tensor, need_output: bool,
-    ) -> torch.Tensor | None:
-        """qkv (R, 3D) -> attention output (R, D) against the cache; writes the new frame's
-        key/value into the scratch slot first."""
-        r, length, h = qkv.shape[0], ctx_k.shape[2], self.cfg.heads
-        hd = qkv.shape[-1] // (3 * h)
-        qkv = qkv.view(r, 3, h, hd)
-        qk = self._qk(qkv[:, :2], gain, scale)  # (R, 2, H, hd) fp32
-        # RoPE, rotate-half as a roll with the sign folded into sin; k goes straight into the cache
-        cos_part, sin_part = qk * cos, qk.roll(hd // 2, dims=-1) * sin
-        torch.add(cos_part[:, 1], sin_part[:, 1], out=ctx_k[:, :, -1])
-        ctx_v[:, :, -1] = qkv[:, 2]
-        if not need_output:
-            return None
-        q = torch.add(cos_part[:, 0], sin_part[:, 0]).to(ctx_k.dtype).view(r * h, 1, hd)
-        att = torch.bmm(q, ctx_k.view(r * h, length, hd).transpose(1, 2)).float().softmax(dim=-1)
-        return torch.bmm(att.to(ctx_v.dtype), ctx_v.view(r * h, length, hd)).view(r, h * hd)
-
 
 class STTransformer(nn.Module):
     """A stack of ST blocks with a final LayerNorm; full (training) and cached (play) forwards."""
@@ -226,15 +224,11 @@ class STTransformer(nn.Module):
         self.blocks = nn.ModuleList(STBlock(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
 
-    @property
-    def head_dim(self) -> int:
-        return self.cfg.dim // self.cfg.heads
-
     def forward(self, x: torch.Tensor, t0: int = 0) -> torch.Tensor:
         """x (B, T, N, D) for frames t0 .. t0+T-1 -> (B, T, N, D)."""
         t = x.shape[1]
         pos = torch.arange(t0, t0 + t, device=x.device)
-        cos, sin = rope_tables(pos, self.head_dim, self.cfg.rope_base)
+        cos, sin = rope_tables(pos, self.cfg.dim // self.cfg.heads, self.cfg.rope_base)
         mask = banded_causal_mask(t, self.cfg.window, x.device)
         for block in self.blocks:
             x = block(x, cos, sin, mask)

@@ -1,10 +1,11 @@
-"""Vector quantizer with L2-normalised codes, straight-through gradients and dead-code restart.
+"""Vector quantizer with L2-normalised codes and straight-through (or soft) gradients.
 
 Normalised (cosine) codes keep every code on the unit sphere, so no code drifts far away from the
 encoder outputs and dies; a very small codebook (the LAM's 8 actions) plus restarts of codes unused
-for `dead_after` steps are the usual fixes for latent-action collapse. For the LAM they were not
-enough (weights/README.md, "Towards v1.0"): `soft_temperature` > 0 sends the gradient through a
-softmax over all codes instead (see VQConfig).
+for `dead_after` steps (train/codebook.py, from the usage statistics kept here while training) are
+the usual fixes for latent-action collapse. For the LAM they were not enough (weights/README.md,
+"Towards v1.0"): `soft_temperature` > 0 sends the gradient through a softmax over all codes instead
+(see VQConfig).
 
 The forward pass returns everything the trainer needs for the losses (it does not compute them):
     commitment = mse(z_e, z_q.detach()), codebook = mse(z_e.detach(), z_q)
@@ -89,61 +90,3 @@ class VectorQuantizer(nn.Module):
             dist.all_reduce(counts)  # every rank sees the same statistics -> identical restarts
         self.usage.mul_(0.99).add_(0.01 * counts / counts.sum().clamp(min=1))
         self.idle_steps.add_(1).masked_fill_(counts > 0, 0)
-
-    @torch.no_grad()
-    def restart_dead_codes(self, step: int, candidates: torch.Tensor | None = None) -> int:
-        """Replace codes idle for `dead_after` steps, and every code at step 0 (data-dependent init).
-
-        With `candidates` (M, code_dim) (this batch's encoder outputs) a dead code moves onto a
-        random candidate, i.e. to where the data is; without, onto a perturbed copy of a used code.
-        Choices are seeded by `step` and, under DDP, broadcast from rank 0, so all ranks agree.
-        Returns the number of codes restarted.
-        """
-        if self.cfg.dead_after <= 0:
-            return 0
-        if step == 0 and int(self.restarts) == 0:
-            self.idle_steps.fill_(self.cfg.dead_after)
-        dead = (self.idle_steps >= self.cfg.dead_after).nonzero().flatten()
-        alive = (self.idle_steps < self.cfg.dead_after).nonzero().flatten()
-        if dead.numel() == 0:
-            return 0
-        gen = torch.Generator(device="cpu").manual_seed(1_000_003 * step + 17)
-        if candidates is not None and candidates.numel() > 0:
-            pool = F.normalize(candidates.detach().float().reshape(-1, self.cfg.code_dim), dim=-1)
-            pick = torch.randint(0, pool.shape[0], (dead.numel(),), generator=gen).to(pool.device)
-            noise = torch.randn(dead.numel(), self.cfg.code_dim, generator=gen).to(pool.device)
-            new = F.normalize(pool[pick] + 0.01 * noise, dim=-1).to(self.codebook.dtype)
-            if dist.is_available() and dist.is_initialized():
-                dist.broadcast(new, src=0)  # candidates differ between ranks; rank 0 decides
-        elif alive.numel() > 0:
-            weights = self.usage[alive].float().cpu().clamp(min=1e-6)
-            src = alive[torch.multinomial(weights, dead.numel(), replacement=True, generator=gen).to(alive.device)]
-            noise = torch.randn(dead.numel(), self.cfg.code_dim, generator=gen).to(self.codebook.device)
-            new = F.normalize(self.codes()[src] + self.cfg.restart_noise * noise, dim=-1)
-        else:
-            return 0
-        self.codebook.data[dead] = new.to(self.codebook.device)
-        self.idle_steps[dead] = 0
-        self.usage[dead] = 1.0 / self.cfg.num_codes
-        self.restarts.add_(dead.numel())
-        return int(dead.numel())
-
-    def perplexity(self) -> torch.Tensor:
-        """exp(entropy) of the EMA usage: 1 = collapsed to one code, num_codes = uniform."""
-        p = self.usage / self.usage.sum().clamp(min=1e-12)
-        return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())
-
-
-def usage_entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of the batch-mean code distribution of probs (..., num_codes): log(num_codes)
-    when every code is used equally, 0 when all samples pick one code. Maximised, it keeps a small
-    codebook from collapsing onto one code."""
-    p = probs.reshape(-1, probs.shape[-1]).float().mean(dim=0)
-    return -(p * torch.log(p.clamp(min=1e-12))).sum()
-
-
-def batch_perplexity(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
-    """Perplexity of the code histogram of one batch of indices."""
-    p = torch.bincount(indices.reshape(-1), minlength=num_codes).float()
-    p = p / p.sum().clamp(min=1)
-    return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from ..models.dynamics import DynamicsModel
 from ..models.lam import LatentActionModel
-from ..models.presets import WorldConfig
+from ..presets import WorldConfig
 from ..models.tokenizer import Tokenizer
-from ..models.vq import VQOutput, batch_perplexity, usage_entropy
+from ..models.vq import VQOutput
+from .codebook import batch_perplexity, restart_dead_codes, usage_entropy, usage_perplexity
 from .pictures import grid, save_png
 from .stage_tokenizer import psnr_from_mse
 
@@ -103,13 +104,13 @@ class DynamicsTrainer(nn.Module):
         loss = ce + lc.lam_weight * (lam_mse + lam_vq)
 
         # straight-through VQ only (the soft VQ keeps its codes in use through lam_usage_weight)
-        restarted = self.lam.vq.restart_dead_codes(step, act.z_e) if self.training and act.probs is None else 0
+        restarted = restart_dead_codes(self.lam.vq, step, act.z_e) if self.training and act.probs is None else 0
         metrics = {
             "ce": ce.detach(),
             "token_acc": acc,
             "lam_psnr": psnr_from_mse(lam_mse.detach()),
             "action_perplexity": batch_perplexity(act.indices, self.cfg.lam.num_actions),
-            "action_perplexity_ema": self.lam.vq.perplexity().detach(),
+            "action_perplexity_ema": usage_perplexity(self.lam.vq).detach(),
             "actions_restarted": torch.tensor(float(restarted)),
         }
         return loss, metrics

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.tokenizer import Tokenizer, TokenizerConfig
-from ..models.vq import batch_perplexity
+from .codebook import batch_perplexity, restart_dead_codes
 from .pictures import grid, save_png
 
 
@@ -67,7 +67,7 @@ class TokenizerTrainer(nn.Module):
             loss, restarted = mse, 0
         else:
             loss = mse + codebook + self.beta * commit
-            restarted = self.tokenizer.vq.restart_dead_codes(step, q.z_e) if self.training else 0
+            restarted = restart_dead_codes(self.tokenizer.vq, step, q.z_e) if self.training else 0
         metrics = {
             "mse": mse.detach(),
             "psnr": psnr_from_mse(mse.detach()),
