@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from genie_play.cli import main as cli_main
-from genie_play.errors import BadDataError, GenieError
+from genie_play.errors import BadDataError, BadSettingError, GenieError
 from genie_play.train import control
 from genie_play.train.coinrun_policy import ACTION_CLASSES, CLASS_TO_PROCGEN
 
@@ -246,3 +246,34 @@ def test_cli_refuses_a_world_of_another_frame_size_and_a_dataset_without_heldout
     assert cli_main(["eval", str(tiny_world_path), "--data", str(data), "--control", "--levels", "1:2"]) == 2
     err = capsys.readouterr().err
     assert "held-out level range" in err and "16x16" in err
+    for press in ("0", "8"):  # a tap must release before the horizon ends
+        assert cli_main(["eval", str(world64_path), "--data", str(data), "--control", "--levels", "1:2", "--press", press]) == 2
+        assert "--press in 1..horizon-1" in capsys.readouterr().err
+
+
+def test_taps_press_each_class_then_release_and_the_world_releases_with_its_idle_latent(world64_path) -> None:
+    from genie_play.world import World
+
+    taps = control.collect_states(LEVELS, clips=2, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4, press=1)
+    assert taps.settings["press"] == 1
+    futures_env = control._make_env(LEVELS, 6, 0, "hard")
+    _, held, _ = control.real_futures(futures_env, taps.states[0], K)
+    futures_env.set_state([taps.states[0]] * 6)
+    pressed = np.asarray(CLASS_TO_PROCGEN, np.int32)
+    frames = []
+    for action in [pressed] + [np.full(6, control.IDLE, np.int32)] * (K - 1):
+        futures_env.act(action)
+        frames.append(futures_env.observe()[1]["rgb"].copy())
+    assert np.array_equal(np.stack(frames, 1), taps.real[0])
+    assert np.array_equal(taps.real[0, :, 0], held[:, 0])  # the first frame is the press itself
+    assert not np.array_equal(taps.real[0], held)  # releasing changed the futures
+    world = World.load(world64_path)  # labels: "idle" is action 3
+    world.sampling = {"steps": 2}
+    r = control.control_report(world, taps, seed=1)
+    assert r["press"] == 1 and r["idle_latent"] == 3 and "released" in control.format_control_report(r)
+    rolled = control.rollout_latents(world, taps.prompts[:1], K, seed=1, press=1, idle=3)
+    seq = np.array([[a] + [3] * (K - 1) for a in range(world.num_actions)])
+    assert np.array_equal(rolled[0], world.rollout_batch(np.repeat(taps.prompts[:1], 8, 0), seq, seed=1_000_003)[:, 1:])
+    world.labels = ["a%d" % i for i in range(8)]
+    with pytest.raises(BadSettingError, match="idle"):
+        control.control_report(world, taps, seed=1)

@@ -25,6 +25,10 @@ Protocol (`genie-play eval WORLD --control --data D`):
   cross-fitted maps, beside the copy baseline (the prompt repeated). Per-frame PSNR is capped at
   `PSNR_CAP` (the PSNR of 8-bit rounding noise, MSE 1/12): a standing agent's idle future often equals
   the prompt exactly, and the uncapped 148 dB of such frames would make the copy baseline unbeatable.
+- taps (`press=P`, `eval --control --press P`): each class is pressed for the first P frames of its
+  future and then released (procgen's no-key action), and each latent is held for P frames and then
+  replaced by the world's latent labelled "idle". Holding asks "does the key move the world?"; a tap
+  asks what players see next: does a tapped jump come back down, does a step stop.
 """
 from __future__ import annotations
 
@@ -82,15 +86,19 @@ def _make_env(levels: tuple[int, int], num: int, seed: int, mode: str):
                      num_levels=levels[1] - levels[0], rand_seed=int(seed))
 
 
-def real_futures(futures_env, state: bytes, horizon: int, frame_skip: int = 1) -> tuple[np.ndarray, np.ndarray, bool]:
+def real_futures(futures_env, state: bytes, horizon: int, frame_skip: int = 1,
+                 press: int | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """From `state`, hold each class's procgen action for `horizon` frames in `futures_env` (6 envs),
-    each frame `frame_skip` game steps after the last (the data's frame skip). Returns (the frame at
-    the state (H, W, 3), futures (6, K, H, W, 3), whether an episode ended)."""
+    or for the first `press` frames and then no key, each frame `frame_skip` game steps after the
+    last (the data's frame skip). Returns (the frame at the state (H, W, 3), futures (6, K, H, W, 3),
+    whether an episode ended)."""
     futures_env.set_state([state] * NUM_CLASSES)
     prompt = futures_env.observe()[1]["rgb"][0].copy()
-    actions = np.asarray(CLASS_TO_PROCGEN, np.int32)
+    pressed = np.asarray(CLASS_TO_PROCGEN, np.int32)
+    released = np.full(NUM_CLASSES, IDLE, np.int32)
     frames, ended = [], False
-    for _ in range(horizon):
+    for k in range(horizon):
+        actions = pressed if press is None or k < press else released
         for _ in range(frame_skip):
             futures_env.act(actions)
             _, obs, first = futures_env.observe()
@@ -101,11 +109,12 @@ def real_futures(futures_env, state: bytes, horizon: int, frame_skip: int = 1) -
 
 def collect_states(levels: tuple[int, int], clips: int, seed: int = 0, mode: str = "hard", horizon: int = 8,
                    prefix_max: int = 60, settle: int = 16, num_envs: int = 8,
-                   max_frames: int | None = None, frame_skip: int = 1) -> ControlStates:
-    """`clips` saved states (see the module docstring), deterministic in all arguments.
-    GenieError if procgen is missing or `max_frames` environment frames do not yield enough states."""
-    if clips < 1 or horizon < 1 or prefix_max < 0 or settle < 0:
-        raise BadSettingError("need clips >= 1, horizon >= 1, prefix_max >= 0 and settle >= 0")
+                   max_frames: int | None = None, frame_skip: int = 1, press: int | None = None) -> ControlStates:
+    """`clips` saved states (see the module docstring), deterministic in all arguments; `press` makes
+    the real futures taps (the class for `press` frames, then no key). GenieError if procgen is
+    missing or `max_frames` environment frames do not yield enough states."""
+    if clips < 1 or horizon < 1 or prefix_max < 0 or settle < 0 or (press is not None and not 1 <= press < horizon):
+        raise BadSettingError("need clips >= 1, horizon >= 1, prefix_max >= 0, settle >= 0 and 1 <= press < horizon")
     env = _make_env(levels, num_envs, seed, mode)
     futures_env = _make_env(levels, NUM_CLASSES, seed, mode)
     policy = HeldPolicy(num_envs, seed)
@@ -131,7 +140,7 @@ def collect_states(levels: tuple[int, int], clips: int, seed: int = 0, mode: str
                 left[e] = -1
                 if len(out["states"]) >= clips:
                     break
-                prompt, real, ended = real_futures(futures_env, saved[e], horizon, frame_skip)
+                prompt, real, ended = real_futures(futures_env, saved[e], horizon, frame_skip, press)
                 if ended:
                     skipped["episode ended in a real future"] += 1
                 elif any(np.array_equal(real[a], real[b]) for a in range(NUM_CLASSES) for b in range(a)):
@@ -149,16 +158,20 @@ def collect_states(levels: tuple[int, int], clips: int, seed: int = 0, mode: str
             raise GenieError(f"only {len(out['states'])} of {clips} CoinRun states after {frames_played} frames "
                              f"on levels {levels[0]}:{levels[1]} ({skipped}); try other levels or fewer clips")
     settings = {"levels": list(levels), "mode": mode, "seed": int(seed), "horizon": int(horizon), "frame_skip": int(frame_skip),
-                "prefix_max": int(prefix_max), "settle": int(settle)}
+                "prefix_max": int(prefix_max), "settle": int(settle), "press": press}
     return ControlStates(np.stack(out["prompts"]), np.stack(out["real"]), out["states"],
                          np.asarray(out["level_seeds"]), np.asarray(out["prefix_frames"]), settings, skipped)
 
 
-def rollout_latents(world, prompts: np.ndarray, horizon: int, seed: int = 0, progress: bool = False) -> np.ndarray:
+def rollout_latents(world, prompts: np.ndarray, horizon: int, seed: int = 0, progress: bool = False,
+                    press: int | None = None, idle: int = 0) -> np.ndarray:
     """prompts (C, H, W, 3) uint8 -> rolled (C, A, K, H, W, 3): every latent action held for `horizon`
-    frames from each prompt (one `rollout_batch` per clip, seed = seed * 1_000_003 + clip index)."""
+    frames from each prompt, or for `press` frames and then latent `idle` (one `rollout_batch` per
+    clip, seed = seed * 1_000_003 + clip index)."""
     a = world.num_actions
     held = np.repeat(np.arange(a)[:, None], horizon, axis=1)  # (A, K)
+    if press is not None:
+        held[:, press:] = idle
     bar = tqdm(range(len(prompts)), desc="control", unit="clip", disable=not progress)
     return np.stack([world.rollout_batch(np.repeat(prompts[i][None], a, 0), held, seed=seed * 1_000_003 + i)[:, 1:]
                      for i in bar])
@@ -286,10 +299,14 @@ def control_report(world, states: ControlStates, seed: int = 0, progress: bool =
     if tuple(world.frame_size) != tuple(states.prompts.shape[1:3]):
         raise BadSettingError(f"the control report plays CoinRun at {states.prompts.shape[1]}x{states.prompts.shape[2]} "
                               f"pixels; this world's frames are {world.frame_size[0]}x{world.frame_size[1]}")
-    horizon = states.real.shape[2]
-    rolled = rollout_latents(world, states.prompts, horizon, seed=seed, progress=progress)
+    horizon, press = states.real.shape[2], states.settings.get("press")
+    idle = label_map(world.labels)[ACTION_CLASSES.index("idle")]
+    if press is not None and idle < 0:
+        raise BadSettingError("a tap report releases the key with the world's 'idle' latent: label one action "
+                              "'idle' first (genie-play labels WORLD --set N=idle)")
+    rolled = rollout_latents(world, states.prompts, horizon, seed=seed, progress=progress, press=press, idle=idle)
     result = control_metrics(states.real, rolled, states.prompts, world.labels)
-    result.update({"seed": int(seed), "sampling": world.sampling, "skipped": dict(states.skipped),
+    result.update({"press": press, "idle_latent": idle if press is not None else None, "seed": int(seed), "sampling": world.sampling, "skipped": dict(states.skipped),
                    "level_seeds_distinct": int(len(set(states.level_seeds.tolist()))),
                    "states": dict(states.settings)})
     result["levels"] = states.settings.get("levels")
@@ -344,6 +361,9 @@ def format_control_report(r: dict) -> str:
         f"temperature {r['sampling']['temperature']}",
         f"states: held-policy prefix of 0..{st.get('prefix_max', '?')} frames, then idle {st.get('settle', '?')} "
         f"frames; skipped: {skipped}",
+        "futures: each class held for the whole horizon" if r.get("press") is None else
+        f"futures: each class pressed for {r['press']} frame(s), then released (the world: latent {r['idle_latent']}, "
+        "labelled 'idle')",
         f"control accuracy      {r['control_accuracy']:.3f}   (chance {r['chance']:.3f}; {r['control_accuracy_kind']}; "
         f"folds {r['control_accuracy_folds'][0]:.3f} / {r['control_accuracy_folds'][1]:.3f})",
         f"  per class           {per(r['control_accuracy_per_class'])}",

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     control.add_argument("--mode", default="hard", choices=["easy", "hard"], help="procgen distribution_mode (default hard)")
     control.add_argument("--prefix-max", type=int, default=60, help="longest random held-policy prefix before a state (frames)")
     control.add_argument("--settle", type=int, default=16, help="idle frames before a state is saved (default 16)")
+    control.add_argument("--press", type=int, default=None, metavar="P",
+                         help="tap instead of hold: press each class (and latent) for P frames, then release "
+                              "(the world releases with its action labelled 'idle')")
     control.add_argument("--frame-skip", type=int, default=None,
                          help="game steps per world frame (default: the dataset's, 1 without a dataset)")
     control.add_argument("--labels-out", type=Path, default=None,
@@ -69,15 +72,18 @@ def run_control(args: argparse.Namespace, world) -> int:
         raise BadSettingError(f"{world.path}: the control report plays CoinRun at {COINRUN_FRAME[0]}x{COINRUN_FRAME[1]}; "
                               f"this world's frames are {world.frame_size[0]}x{world.frame_size[1]}")
     horizon = 8 if args.horizon is None else args.horizon
-    if args.clips < 2 or not 1 <= horizon <= 64 or not 1 <= (args.frame_skip or 1) <= 16:
-        raise BadSettingError("--control needs --clips >= 2 (two halves), --horizon in 1..64 and --frame-skip in 1..16")
+    if args.clips < 2 or not 1 <= horizon <= 64 or not 1 <= (args.frame_skip or 1) <= 16 \
+            or (args.press is not None and not 1 <= args.press < horizon):
+        raise BadSettingError("--control needs --clips >= 2 (two halves), --horizon in 1..64, --frame-skip in 1..16 "
+                              "and --press in 1..horizon-1")
     from .data import INDEX_NAME, open_dataset
 
     levels = heldout_levels(args.data, args.levels)
     # One world frame is as many game steps as one frame of the data the world learned from.
     frame_skip = args.frame_skip or (open_dataset(args.data).frame_skip if (args.data / INDEX_NAME).exists() else 1)
     states = collect_states(levels, args.clips, seed=args.seed, mode=args.mode, horizon=horizon,
-                            prefix_max=args.prefix_max, settle=args.settle, frame_skip=frame_skip)
+                            prefix_max=args.prefix_max, settle=args.settle, frame_skip=frame_skip,
+                            press=args.press)
     result = control_report(world, states, seed=args.seed, progress=not args.json, picture=args.picture,
                             picture_clips=args.picture_clips)
     result["world"] = str(world.path)
