@@ -37,7 +37,7 @@ AMP = devices.autocast_dtype(CPU)  # bf16 where this CPU computes it fast, else 
 def separation(lam: LatentActionModel, frames: torch.Tensor, classes: np.ndarray) -> dict:
     """How the LAM's codes on frames (C, T, H, W, 3) line up with true classes (C, T-1)."""
     lam.eval()
-    with torch.no_grad(), devices.autocast(CPU, AMP):
+    with torch.no_grad(), torch.autocast("cpu", dtype=AMP, enabled=AMP is not None):
         codes = torch.cat([lam.infer(frames[s : s + 32]).indices for s in range(0, len(frames), 32)]).numpy()
     lam.train()
     x, y = codes.ravel(), classes.ravel()
@@ -77,7 +77,7 @@ def main() -> int:
             g["lr"] = args.lr * min(1.0, (step + 1) / 100)
         idx = train.sample_indices(args.batch, 0, step)
         frames = torch.from_numpy(np.stack([train[int(i)] for i in idx]))
-        with devices.autocast(CPU, AMP):
+        with torch.autocast("cpu", dtype=AMP, enabled=AMP is not None):
             act, mse, vq = lam_losses(lam, frames, loss_cfg)
         opt.zero_grad(set_to_none=True)
         (mse + vq).backward()

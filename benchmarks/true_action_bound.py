@@ -90,9 +90,9 @@ def main() -> int:
         idx = data.sample_indices(args.batch, 0, step)
         frames = torch.from_numpy(np.stack([data[int(i)] for i in idx]))  # (B, T, H, W, 3)
         true = to_class[torch.from_numpy(np.stack([data.actions(int(i)) for i in idx])).clamp(min=0)]  # (B, T-1)
-        with torch.no_grad(), devices.autocast(CPU, AMP):
+        with torch.no_grad(), torch.autocast("cpu", dtype=AMP, enabled=AMP is not None):
             tokens = tok.encode(frames)  # (B, T, N)
-        with devices.autocast(CPU, AMP):
+        with torch.autocast("cpu", dtype=AMP, enabled=AMP is not None):
             loss, _ = dynamics_loss(dyn, tokens, F.normalize(codes, dim=-1)[true], args.mask_min)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -7,7 +7,6 @@ emulated (docs/performance.md).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 
@@ -24,17 +23,13 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return name
     name = str(name).lower()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
     kind = name.split(":")[0]
     if kind not in ("cpu", "cuda", "mps"):
         raise BadSettingError(f"unknown device {name!r}: use one of {', '.join(DEVICE_CHOICES)}")
     if kind == "cuda" and not torch.cuda.is_available():
         raise BadSettingError("--device cuda: no CUDA GPU is visible to PyTorch; use --device auto or cpu")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if kind == "mps" and not torch.backends.mps.is_available():
         raise BadSettingError("--device mps: Apple MPS is not available here; use --device auto or cpu")
     return torch.device(name)
 
@@ -69,13 +64,6 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_bf16() else None
     return None  # MPS: fp32 is the safe default
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """A context manager that autocasts to `dtype`, or does nothing when dtype is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def set_threads(num_threads: int | None = None) -> None:

@@ -81,16 +81,12 @@ class World:
             config = world_config_from_dict(b.config)
             with torch.device("meta"):  # shapes only: a config asking for a huge model allocates nothing
                 shapes = build_models(config, with_lam=with_lam)
-        except BadSettingError as err:
-            raise bundle_io.BadBundleError(f"{path}: bad config in bundle ({err}); re-export it with genie-play train export") from None
-        except Exception as err:  # noqa: BLE001 -- a value no model can be built from (patch 0, heads, ...)
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-            raise bundle_io.BadBundleError(f"{path}: bad config in bundle (cannot build the model: {reason}); "
-                                           "re-export it with genie-play train export") from None
-        expected = {}
-        for prefix, module in shapes.items():
-            for key, value in module.state_dict().items():
-                expected[f"{prefix}.{key}"] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
+        except Exception as err:  # noqa: BLE001 -- a bad setting, or a value no model can be built from (patch 0, heads, ...)
+            reason = err if isinstance(err, BadSettingError) else \
+                f"cannot build the model: {(str(err).strip().splitlines() or [type(err).__name__])[0][:120]}"
+            raise bundle_io.BadBundleError(f"{path}: bad config in bundle ({reason}); re-export it with genie-play train export") from None
+        expected = {f"{prefix}.{key}": (tuple(value.shape), str(value.dtype).replace("torch.", ""))
+                    for prefix, module in shapes.items() for key, value in module.state_dict().items()}
         expected["actions.codebook"] = ((config.lam.num_actions, config.lam.vq.code_dim), "float32")
         bundle_io.check_tensors(b, expected)  # the file's tensors fit: building allocates what the file holds
         models = build_models(config, with_lam=with_lam)
@@ -236,12 +232,9 @@ class World:
         saved = self.snapshot()
         if seed is not None:
             self.seed(seed)
-        a = self.num_actions
-        s = self._state
-        state = WorldState(
-            tuple(f.repeat_batch(a) for f in s.dynamics_kv), tuple(f.repeat_batch(a) for f in s.decoder_kv),
-            s.tokens.repeat(a, 1), np.repeat(s.frame, a, axis=0), s.position, s.rng_state,
-        )
+        a, s = self.num_actions, self._state
+        state = WorldState(tuple(f.repeat_batch(a) for f in s.dynamics_kv), tuple(f.repeat_batch(a) for f in s.decoder_kv),
+                           s.tokens.repeat(a, 1), np.repeat(s.frame, a, axis=0), s.position, s.rng_state)
         out = []
         for _ in range(int(num_frames)):
             state = self.advance(state, np.arange(a), rng=False)

@@ -55,8 +55,7 @@ def load(flags: tuple[str, ...] | None = None) -> ctypes.CDLL | None:
         if runtime:  # share torch's OpenMP threads (same runtime: the loader reuses it)
             try:
                 lib = ctypes.CDLL(str(build(compiler, flags + ["-fopenmp"])))
-                lib.gp_openmp_symbol.restype = ctypes.c_void_p
-                if _object_path(lib.gp_openmp_symbol()) == runtime:
+                if _joins(lib, runtime):
                     return lib
             except OSError:
                 pass  # a compiler without OpenMP: single-threaded kernels below
@@ -98,25 +97,10 @@ def _torch_libgomp() -> str | None:
     return named.pop() if len(named) == 1 else None
 
 
-class _DlInfo(ctypes.Structure):
-    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
-                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
-
-
-def _object_path(address: int | None) -> str | None:
-    """The file of the shared object that holds `address` (dladdr), or None."""
-    if not address:
-        return None
-    for name in (None, "libdl.so.2"):  # dladdr is in libc since glibc 2.34, in libdl before
-        try:
-            dladdr = ctypes.CDLL(name).dladdr
-        except (OSError, AttributeError):
-            continue
-        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
-        info = _DlInfo()
-        if dladdr(address, ctypes.byref(info)) and info.dli_fname:
-            return os.path.realpath(info.dli_fname.decode())
-    return None
+def _joins(lib: ctypes.CDLL, runtime: str) -> bool:
+    """Whether `lib`'s OpenMP calls resolve into `runtime` (a loaded file: dlopen hands back that copy)."""
+    lib.gp_openmp_symbol.restype = ctypes.c_void_p
+    return lib.gp_openmp_symbol() == ctypes.cast(ctypes.CDLL(runtime).omp_get_num_threads, ctypes.c_void_p).value
 
 
 def _cpu_id() -> str:

@@ -205,16 +205,6 @@ class CFrame:
                                       _ptr(norm_b), norm.eps, head.struct(), len(blocks), cfg.st.dim, cfg.tokens_per_frame, cfg.vocab)
         self._buffers: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
 
-    def _buffers_for(self, items: int, threads: int) -> tuple[torch.Tensor, ...]:
-        key = (items, threads)
-        if key not in self._buffers:  # reused: fresh megabytes per frame would be mapped and faulted in each time
-            ref, rows = ctypes.byref(self.struct), items * self.cfg.tokens_per_frame
-            self._buffers = {key: (torch.empty(self.library.frame_work(ref, items, threads)),
-                                   torch.empty(self.library.frame_bytes(ref, items), dtype=torch.uint8),
-                                   torch.empty(rows, dtype=torch.long), torch.empty(rows, dtype=torch.long),
-                                   torch.empty(rows, dtype=torch.int32))}
-        return self._buffers[key]
-
     def sample(self, tokens: torch.Tensor, emb: torch.Tensor, context, steps: int, temperature: float,
                generator: torch.Generator | None) -> torch.Tensor:
         """maskgit.decode over tokens (B, N) (every row with the same number masked) with this
@@ -242,7 +232,13 @@ class CFrame:
             raise ValueError(f"play frame: context {tuple(ks[0].shape)} does not fit tokens {tuple(tokens.shape)}")
         emb = emb.detach().float().contiguous()
         threads = torch.get_num_threads()
-        work, scratch, sampled, rows_at, order = self._buffers_for(b, threads)
+        if (b, threads) not in self._buffers:  # reused: fresh megabytes per frame would be mapped and faulted in each time
+            ref, rows = ctypes.byref(self.struct), b * self.cfg.tokens_per_frame
+            self._buffers = {(b, threads): (torch.empty(self.library.frame_work(ref, b, threads)),
+                                            torch.empty(self.library.frame_bytes(ref, b), dtype=torch.uint8),
+                                            torch.empty(rows, dtype=torch.long), torch.empty(rows, dtype=torch.long),
+                                            torch.empty(rows, dtype=torch.int32))}
+        work, scratch, sampled, rows_at, order = self._buffers[b, threads]
         arrays = [(_p * len(ts))(*(t.data_ptr() for t in ts)) for ts in (ks, kts, vs)]
         self.library.frame(ctypes.byref(self.struct), ctypes.byref(plan), b, tokens.data_ptr(), positions.data_ptr(), m,
                            emb.data_ptr(), *arrays, ks[0].shape[2], cos.data_ptr(), sin.data_ptr(), work.data_ptr(),

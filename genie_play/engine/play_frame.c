@@ -4,9 +4,7 @@
  * Each call is one OpenMP parallel region whose stages are the work-sharing bodies of the single
  * kernels (LayerNorm + quantise, int8 product, attentions, pick), separated by the barriers at the
  * end of each shared loop, so the second thread is woken once per call instead of once per stage
- * and the interpreter does not run between them. A frame (`gp_frame`) runs every MaskGIT round
- * (embedding, blocks, the masked rows' final norm and head, the draw, the ranking) and then the
- * record pass that stores the final tokens' keys/values.
+ * and the interpreter does not run between them.
  *
  * Every stage splits rows, column blocks or (frame, head) pairs, never a reduction, so the results
  * do not depend on the thread count, and every batch item gets the numbers it gets alone. The

@@ -25,18 +25,16 @@
 #else
 #define GP_HAVE_AVX2 0
 #endif
-/* AVX-512 VNNI (Ice Lake / Sapphire Rapids, Zen 4 and later): one vpdpbusd multiplies 64 u8 x s8
- * pairs and adds them, four at a time, into 16 int32 lanes, without the 16-bit step, so the sums
- * are exactly the AVX2 path's (which never saturates either) in a quarter of the instructions. */
+/* AVX-512 VNNI (Ice Lake / Sapphire Rapids, Zen 4 and later): one vpdpbusd adds 64 u8 x s8 products,
+ * four at a time, into 16 int32 lanes without the 16-bit step: AVX2's sums in a quarter of the instructions. */
 #if defined(__AVX512VNNI__) && defined(__AVX512F__) && defined(__AVX512BW__)
 #define GP_HAVE_VNNI512 1
 #else
 #define GP_HAVE_VNNI512 0
 #endif
-/* AMX (Sapphire Rapids and later): one tdpbusd multiplies a 16 x 64 u8 tile by a 64 x 16 s8 tile
- * into 16 x 16 int32 sums, 16x the work of a vpdpbusd, with the same exact integer sums. The
- * weights' packed layout (4 inputs x 16 columns per 64 bytes) is already AMX's B-tile layout. Linux
- * hands out the tile registers only on request (gp_linear_use_amx). */
+/* AMX (Sapphire Rapids and later): one tdpbusd multiplies a 16 x 64 u8 tile by a 64 x 16 s8 tile into
+ * 16 x 16 int32 sums (16 vpdpbusd); the packed weights (4 inputs x 16 columns per 64 bytes) are already its
+ * B-tile layout. Linux hands out the tile registers only on request (gp_linear_use_amx). */
 #if GP_HAVE_VNNI512 && defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__)
 #define GP_HAVE_AMX 1
 #include <sys/syscall.h>

@@ -60,8 +60,7 @@ class Runtime:
             per_frame = self.dynamics.cfg.tokens_per_frame + (self.dynamics.cfg.action_mode == "token")
         cfg = transformer.cfg
         empty = (cfg.depth, batch * per_frame, cfg.heads, cfg.dim // cfg.heads, torch.float32, self.tokenizer.dec_out.weight.device)
-        stacker = self.library.stack_context if self.library is not None else None
-        return ContextKV(list(frames), position, empty, stacker=stacker)
+        return ContextKV(list(frames), position, empty, stacker=None if self.library is None else self.library.stack_context)
 
     def sample(self, tokens: torch.Tensor, emb: torch.Tensor, ctx: ContextKV, steps: int, temperature: float,
                generator: torch.Generator) -> torch.Tensor:

@@ -66,11 +66,6 @@ class DynamicsModel(nn.Module):
             x = torch.cat([action_emb[:, :, None, :].to(x.dtype), x], dim=2)
         return self.pos(x)
 
-    def _logits(self, y: torch.Tensor) -> torch.Tensor:
-        if self.cfg.action_mode == "token":
-            y = y[..., 1:, :]
-        return self.head(y)
-
     def action_embedding(self, actions: torch.Tensor | None, batch: int) -> torch.Tensor:
         """actions (B, T-1, action_dim) or None -> (B, T, D) with 'no action' for frame 0."""
         first = self.no_action.expand(batch, 1, -1)
@@ -86,8 +81,8 @@ class DynamicsModel(nn.Module):
         b, t, _ = tokens.shape
         if actions.shape[1] != t - 1:
             raise ValueError(f"need T-1={t - 1} actions for {t} frames, got {actions.shape[1]}")
-        x = self._embed(tokens, self.action_embedding(actions, b))
-        return self._logits(self.transformer(x, t0=t0))
+        y = self.transformer(self._embed(tokens, self.action_embedding(actions, b)), t0=t0)
+        return self.head(y[..., 1:, :] if self.cfg.action_mode == "token" else y)  # the action tokens' outputs dropped
 
     # -- play: one frame at a time against cached context ----------------------------------------
     def frame_action(self, action: torch.Tensor | None, batch: int) -> torch.Tensor:

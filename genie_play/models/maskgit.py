@@ -129,10 +129,6 @@ def decode(
             logits = full.gather(1, positions[..., None].expand(-1, -1, full.shape[-1])).float()
         sampled, logp = pick(logits, u, positions, temperature, g, noise_scale)
         reveal_count = positions.shape[1] - keep_masked
-        if keep_masked == 0:  # everything left is revealed: the ranking cannot matter
-            tokens.scatter_(1, positions, sampled)
-            positions = positions[:, :0]
-            continue
         order = logp.argsort(dim=-1, descending=True, stable=True)
         reveal = order[:, :reveal_count]
         tokens.scatter_(1, positions.gather(1, reveal), sampled.gather(1, reveal))

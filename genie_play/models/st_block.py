@@ -85,9 +85,8 @@ def cached_temporal_attention(qk: torch.Tensor, v: torch.Tensor, cos: torch.Tens
 
 def banded_causal_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
     """(L, L) bool: frame i may attend to frame j iff i - window < j <= i."""
-    i = torch.arange(length, device=device)[:, None]
-    j = torch.arange(length, device=device)[None, :]
-    return (j <= i) & (j > i - window)
+    i = torch.arange(length, device=device)
+    return (i[None] <= i[:, None]) & (i[None] > i[:, None] - window)
 
 
 class RMSNorm(nn.Module):
@@ -139,15 +138,12 @@ class STBlock(nn.Module):
         # SiLU, not GELU: bf16 GELU runs ~50x slower than SiLU on this CPU (no vectorised kernel).
         self.ffn = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.SiLU(), nn.Linear(hidden, cfg.dim))
 
-    def _spatial(self, x: torch.Tensor) -> torch.Tensor:
-        """x (S, N, D): attention among the N tokens of each frame (no mask)."""
-        q, k, v = self.spatial.project(self.norm_s(x))
-        return x + self.spatial.merge(attend(q, k, v, None, self.cfg.attention))
-
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, N, D); cos/sin (T, hd) for the frames' positions; mask (T, T) temporal."""
         b, t, n, d = x.shape
-        x = self._spatial(x.reshape(b * t, n, d)).view(b, t, n, d)
+        xs = x.reshape(b * t, n, d)  # (B*T, N, D): attention among the N tokens of each frame (no mask)
+        q, k, v = self.spatial.project(self.norm_s(xs))
+        x = (xs + self.spatial.merge(attend(q, k, v, None, self.cfg.attention))).view(b, t, n, d)
         xt = x.transpose(1, 2).reshape(b * n, t, d)  # (B*N, T, D): one sequence per position
         q, k, v = self.temporal.project(self.norm_t(xt))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -162,11 +158,9 @@ class STBlock(nn.Module):
         still to apply (1.0 when folded)."""
         scale = self.spatial.head_dim**-0.5
         fold = math.log2(scale).is_integer()  # x*r*(w*s) == (x*r*w)*s bit for bit only then
-        gains = []
-        for att in (self.spatial, self.temporal):
-            g = torch.stack([att.q_norm.weight.float() * (scale if fold else 1.0), att.k_norm.weight.float()])
-            gains.append(g[:, None, :])
-        return gains[0], gains[1], 1.0 if fold else scale
+        spatial, temporal = (torch.stack([a.q_norm.weight.float() * (scale if fold else 1.0), a.k_norm.weight.float()])[:, None, :]
+                             for a in (self.spatial, self.temporal))
+        return spatial, temporal, 1.0 if fold else scale
 
     def step(self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
              gains: tuple, need_output: bool = True) -> torch.Tensor | None:
@@ -177,14 +171,19 @@ class STBlock(nn.Module):
         Computes what `forward` computes for the frame, in fewer operations: in fp32 the frames
         equal those of the full forward over the window to float rounding (tests/test_models.py)."""
         b, n, d = x.shape
-        heads, (gain_s, gain_t, scale) = self.cfg.heads, gains
+        heads, hd, (gain_s, gain_t, scale), dtype = self.cfg.heads, d // self.cfg.heads, gains, ctx_k.dtype
         # linears by .forward (no nn.Module.__call__ overhead: ~19 per round, 26 rounds per frame);
         # residual adds and SiLU in place on fresh outputs (the same values)
         qkv = self.spatial.qkv.forward(F.layer_norm(x, (d,), self.norm_s.weight, self.norm_s.bias, self.norm_s.eps))
-        y = self._spatial_mix(qkv, b, n, gain_s, scale, ctx_k.dtype)
+        qkv = qkv.view(b, n, 3, heads, hd)
+        qk = self._qk(qkv[:, :, :2], gain_s, scale).to(dtype)  # (B, N, 2, H, hd)
+        q, k = (qk[:, :, i].transpose(1, 2).reshape(b * heads, n, hd) for i in (0, 1))  # views when B = 1
+        v = qkv[:, :, 2].to(dtype).transpose(1, 2).reshape(b * heads, n, hd)
+        att = torch.bmm(q, k.transpose(1, 2)).float().softmax(dim=-1).to(dtype)  # (B*H, N, N)
+        y = torch.bmm(att, v).view(b, heads, n, hd).transpose(1, 2).reshape(b * n, d)
         x = self.spatial.out.forward(y.to(x.dtype)).add_(x.reshape(b * n, d))  # (B*N, D): the temporal batch
         qkv = self.temporal.qkv.forward(F.layer_norm(x, (d,), self.norm_t.weight, self.norm_t.bias, self.norm_t.eps))
-        qkv = qkv.view(b * n, 3, heads, d // heads)
+        qkv = qkv.view(b * n, 3, heads, hd)
         y = cached_temporal_attention(self._qk(qkv[:, :2], gain_t, scale), qkv[:, 2], cos, sin, ctx_k, ctx_v, need_output)
         if not need_output:
             return None
@@ -201,18 +200,6 @@ class STBlock(nn.Module):
         if scale != 1.0:
             out[..., 0, :, :] *= scale
         return out
-
-    def _spatial_mix(self, qkv: torch.Tensor, b: int, n: int, gain: torch.Tensor, scale: float, att_dtype: torch.dtype) -> torch.Tensor:
-        """qkv (B*N, 3D) -> attention output (B*N, D) in att_dtype."""
-        h = self.cfg.heads
-        hd = qkv.shape[-1] // (3 * h)
-        qkv = qkv.view(b, n, 3, h, hd)
-        qk = self._qk(qkv[:, :, :2], gain, scale).to(att_dtype)  # (B, N, 2, H, hd)
-        q = qk[:, :, 0].transpose(1, 2).reshape(b * h, n, hd)  # views when B = 1
-        k = qk[:, :, 1].transpose(1, 2).reshape(b * h, n, hd)
-        v = qkv[:, :, 2].to(att_dtype).transpose(1, 2).reshape(b * h, n, hd)
-        att = torch.bmm(q, k.transpose(1, 2)).float().softmax(dim=-1).to(att_dtype)  # (B*H, N, N)
-        return torch.bmm(att, v).view(b, h, n, hd).transpose(1, 2).reshape(b * n, h * hd)
 
 
 class STTransformer(nn.Module):
@@ -271,24 +258,21 @@ class ContextKV:
     def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple | None = None, stacker=None) -> None:
         self.position = position
         self.recorded = False  # the scratch slot holds the final tokens' keys/values
-        self.keys_t: list[torch.Tensor] | None = None
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self._constants: tuple | None = None
+        if frames and stacker is not None:
+            stacked = [stacker([f.layers[i] for f in frames]) for i in range(len(frames[0].layers))]
+            self.keys, self.keys_t, self.values = ([s[j] for s in stacked] for j in range(3))
+            return
         if frames:
-            depth = len(frames[0].layers)
-            if stacker is not None:
-                stacked = [stacker([f.layers[i] for f in frames]) for i in range(depth)]
-                self.keys, self.keys_t, self.values = ([s[j] for s in stacked] for j in range(3))
-                return
-            self.keys = [torch.cat([f.layers[i][0] for f in frames] + [torch.empty_like(frames[0].layers[i][0])], 2) for i in range(depth)]
-            self.values = [torch.cat([f.layers[i][1] for f in frames] + [torch.empty_like(frames[0].layers[i][1])], 2) for i in range(depth)]
+            self.keys, self.values = ([torch.cat([f.layers[i][j] for f in frames] + [torch.empty_like(frames[0].layers[i][j])], 2)
+                                       for i in range(len(frames[0].layers))] for j in (0, 1))
         else:
             assert empty_like is not None, "no context frames: give the shape of one scratch slot"
             depth, rows, heads, head_dim, dtype, device = empty_like
-            self.keys = [torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device) for _ in range(depth)]
-            self.values = [torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device) for _ in range(depth)]
-        if stacker is not None:
-            self.keys_t = [k.transpose(2, 3).contiguous() for k in self.keys]
+            self.keys, self.values = ([torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device) for _ in range(depth)]
+                                      for _ in range(2))
+        self.keys_t = None if stacker is None else [k.transpose(2, 3).contiguous() for k in self.keys]
 
     def rope(self, cfg: STConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """cos (hd,) and sin (hd,) of the new frame's position, the rotate-half sign folded into sin."""

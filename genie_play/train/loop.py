@@ -367,7 +367,7 @@ class Trainer(StopOnSignal):
             # DDP all-reduces gradients in backward: only on the last micro-batch of the step.
             sync = self._ddp.no_sync() if self._ddp is not None and i < len(micro_batches) - 1 else contextlib.nullcontext()
             with sync:
-                with devices.autocast(self.device, self.amp_dtype):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     loss, metrics = self.forward_module(frames, step)
                 loss = loss.float()  # the loss and its scaling stay fp32 under autocast
                 scaled = loss / len(micro_batches)
