@@ -209,6 +209,7 @@ def test_report_returns_every_field_and_its_picture(world64_path, states, tmp_pa
     assert r["clips"] == 4 and r["horizon"] == K and r["levels"] == list(LEVELS) and r["num_actions"] == 8
     assert 0 <= r["control_accuracy"] <= 1 and 1 <= r["distinct_classes"] <= 6 and len(r["suggested_labels"]) == 8
     assert r["states"]["settle"] == 4 and r["states"]["mode"] == "hard"
+    assert r["press"] is None and r["idle_latent"] is None  # held, not tapped
     json.dumps(r)
     text = control.format_control_report(r)
     assert "control accuracy" in text and "label accuracy" in text and "suggested labels" in text

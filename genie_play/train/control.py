@@ -164,7 +164,7 @@ def collect_states(levels: tuple[int, int], clips: int, seed: int = 0, mode: str
 
 
 def rollout_latents(world, prompts: np.ndarray, horizon: int, seed: int = 0, progress: bool = False,
-                    press: int | None = None, idle: int = 0) -> np.ndarray:
+                    press: int | None = None, idle: int | None = None) -> np.ndarray:
     """prompts (C, H, W, 3) uint8 -> rolled (C, A, K, H, W, 3): every latent action held for `horizon`
     frames from each prompt, or for `press` frames and then latent `idle` (one `rollout_batch` per
     clip, seed = seed * 1_000_003 + clip index)."""
@@ -300,13 +300,14 @@ def control_report(world, states: ControlStates, seed: int = 0, progress: bool =
         raise BadSettingError(f"the control report plays CoinRun at {states.prompts.shape[1]}x{states.prompts.shape[2]} "
                               f"pixels; this world's frames are {world.frame_size[0]}x{world.frame_size[1]}")
     horizon, press = states.real.shape[2], states.settings.get("press")
-    idle = label_map(world.labels)[ACTION_CLASSES.index("idle")]
-    if press is not None and idle < 0:
+    idle = None if press is None else label_map(world.labels)[ACTION_CLASSES.index("idle")]
+    if idle is not None and idle < 0:
         raise BadSettingError("a tap report releases the key with the world's 'idle' latent: label one action "
                               "'idle' first (genie-play labels WORLD --set N=idle)")
     rolled = rollout_latents(world, states.prompts, horizon, seed=seed, progress=progress, press=press, idle=idle)
     result = control_metrics(states.real, rolled, states.prompts, world.labels)
-    result.update({"press": press, "idle_latent": idle if press is not None else None, "seed": int(seed), "sampling": world.sampling, "skipped": dict(states.skipped),
+    result.update({"press": press, "idle_latent": idle, "seed": int(seed), "sampling": world.sampling,
+                   "skipped": dict(states.skipped),
                    "level_seeds_distinct": int(len(set(states.level_seeds.tolist()))),
                    "states": dict(states.settings)})
     result["levels"] = states.settings.get("levels")
