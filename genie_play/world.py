@@ -28,6 +28,7 @@ from .models.st_block import ContextKV, FrameKV
 from .models.tokenizer import Tokenizer
 
 MAX_STEPS = 1000
+NO_ACTION = -1  # in `rollout_batch` and `advance`: the frame has no action (the dynamics' "no action" vector)
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,14 @@ class World:
 
     @torch.inference_mode()
     def rollout_batch(self, prompts: np.ndarray, actions: np.ndarray, seed: int = 0) -> np.ndarray:
-        """Batched rollouts for evaluation: prompts (B, H, W, 3) uint8, actions (B, K) ints ->
-        (B, K+1, H, W, 3) uint8. Row b equals rollout(prompts[b], actions[b], seed) (shared noise).
-        The play state is left unchanged."""
+        """Batched rollouts for evaluation: prompts (B, H, W, 3) uint8, actions (B, K) ints (or
+        NO_ACTION) -> (B, K+1, H, W, 3) uint8. Row b equals rollout(prompts[b], actions[b], seed)
+        (shared noise). The play state is left unchanged."""
         prompts, actions = np.asarray(prompts), np.asarray(actions)
         if prompts.ndim != 4 or prompts.shape[1:] != (*self.frame_size, 3) or actions.shape[:1] != prompts.shape[:1]:
             raise BadSettingError(f"rollout_batch needs prompts (B, {self.frame_size[0]}, {self.frame_size[1]}, 3) and actions (B, K)")
-        if actions.size and (actions.min() < 0 or actions.max() >= self.num_actions):
-            raise BadActionError(f"actions must be in [0, {self.num_actions})")
+        if actions.size and (actions.min() < NO_ACTION or actions.max() >= self.num_actions):
+            raise BadActionError(f"actions must be in [0, {self.num_actions}) or NO_ACTION ({NO_ACTION})")
         saved_state, saved_rng = self._state, self._generator.get_state()
         self.seed(seed)
         out = [(state := self.start(prompts.astype(np.uint8))).frame]
@@ -277,16 +278,18 @@ class World:
     @torch.inference_mode()
     def advance(self, state: WorldState, actions, rng: bool = True) -> WorldState:
         """Batched step: `state` (B rows at one position, e.g. from `start`) one frame on under
-        actions (B,) ints (checked by the caller); returns the new state (the play state is left
+        actions (B,) ints or NO_ACTION (checked by the caller); returns the new state (the play state is left
         unchanged). With rng, the noise continues from state.rng_state, else from the generator's
         current state. Row b equals a single rollout's frame (the noise is shared across rows)."""
         if rng:
             self._generator.set_state(state.rng_state)
-        codes = self.action_codes[torch.as_tensor(np.asarray(actions, dtype=np.int64), device=self.device)]
+        ids = torch.as_tensor(np.asarray(actions, dtype=np.int64), device=self.device)
         t0 = time.perf_counter()
         batch, n = state.tokens.shape
         ctx = self.runtime.context(state.dynamics_kv, state.position + 1, batch, self.dynamics.transformer)
-        emb = self.dynamics.frame_action(codes, batch)  # once per frame, not per round
+        emb = self.dynamics.frame_action(self.action_codes[ids.clamp(min=0)], batch)  # once per frame, not per round
+        if bool((ids == NO_ACTION).any()):
+            emb = torch.where((ids == NO_ACTION)[:, None], self.dynamics.frame_action(None, batch), emb)
         masked = torch.full((batch, n), self.config.dynamics.mask_id, dtype=torch.long, device=self.device)
         tokens = self.runtime.sample(masked, emb, ctx, self._sampling["steps"], self._sampling["temperature"], self._generator)
         return self._record(state, tokens, emb, t0, ctx)

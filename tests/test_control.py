@@ -278,3 +278,20 @@ def test_taps_press_each_class_then_release_and_the_world_releases_with_its_idle
     world.labels = ["a%d" % i for i in range(8)]
     with pytest.raises(BadSettingError, match="idle"):
         control.control_report(world, taps, seed=1)
+
+
+def test_taps_can_release_with_no_action_and_need_no_idle_label(world64_path) -> None:
+    from genie_play.world import NO_ACTION, World
+
+    taps = control.collect_states(LEVELS, clips=2, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4, press=1)
+    world = World.load(world64_path)
+    world.sampling = {"steps": 2}
+    world.labels = ["a%d" % i for i in range(8)]  # no "idle": releasing with no action does not need one
+    r = control.control_report(world, taps, seed=1, release="none")
+    assert r["release"] == "none" and r["idle_latent"] == NO_ACTION and "no action" in control.format_control_report(r)
+    rolled = control.rollout_latents(world, taps.prompts[:1], K, seed=1, press=1, idle=NO_ACTION)
+    seq = np.array([[a] + [NO_ACTION] * (K - 1) for a in range(world.num_actions)])
+    assert np.array_equal(rolled[0], world.rollout_batch(np.repeat(taps.prompts[:1], 8, 0), seq, seed=1_000_003)[:, 1:])
+    assert not np.array_equal(rolled[0], control.rollout_latents(world, taps.prompts[:1], K, seed=1, press=1, idle=3)[0])
+    with pytest.raises(BadSettingError, match="release"):
+        control.control_report(world, taps, seed=1, release="stop")

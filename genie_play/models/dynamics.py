@@ -4,6 +4,9 @@ Input token grids (B, T, N) may contain the mask id (= vocab size) anywhere; the
 logits over the codebook for every position of every frame (B, T, N, vocab). The action that led
 from frame t-1 to frame t conditions frame t (frame 0 gets a learned "no action" vector). Actions
 arrive as vectors from the LAM's codebook (stop-gradient in training), projected to the model width.
+Training may replace some transitions' actions by the same "no action" vector (`drop`), so that the
+model also learns what happens next when no action is given: what a world does when no key is
+pressed (`world.NO_ACTION`).
 
 Two ways in for the action (`action_mode`):
 - "add":   added to every token embedding of its frame (the Genie paper);
@@ -66,22 +69,26 @@ class DynamicsModel(nn.Module):
             x = torch.cat([action_emb[:, :, None, :].to(x.dtype), x], dim=2)
         return self.pos(x)
 
-    def action_embedding(self, actions: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """actions (B, T-1, action_dim) or None -> (B, T, D) with 'no action' for frame 0."""
+    def action_embedding(self, actions: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """actions (B, T-1, action_dim) or None -> (B, T, D) with 'no action' for frame 0 and for the
+        transitions where drop (B, T-1) bool is True."""
         first = self.no_action.expand(batch, 1, -1)
         if actions is None or actions.shape[1] == 0:
             return first
         projected = self.action_proj(actions)
+        if drop is not None:
+            projected = torch.where(drop[..., None], self.no_action.to(projected.dtype), projected)
         return torch.cat([first.to(projected.dtype), projected], dim=1)
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, t0: int = 0) -> torch.Tensor:
-        """tokens (B, T, N) (mask id allowed), actions (B, T-1, action_dim) -> logits (B, T, N, vocab).
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, t0: int = 0, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T, N) (mask id allowed), actions (B, T-1, action_dim) -> logits (B, T, N, vocab);
+        drop (B, T-1) bool: transitions given 'no action' instead.
 
         actions[:, t] is the action from frame t to frame t+1 and conditions frame t+1."""
         b, t, _ = tokens.shape
         if actions.shape[1] != t - 1:
             raise ValueError(f"need T-1={t - 1} actions for {t} frames, got {actions.shape[1]}")
-        y = self.transformer(self._embed(tokens, self.action_embedding(actions, b)), t0=t0)
+        y = self.transformer(self._embed(tokens, self.action_embedding(actions, b, drop)), t0=t0)
         return self.head(y[..., 1:, :] if self.cfg.action_mode == "token" else y)  # the action tokens' outputs dropped
 
     # -- play: one frame at a time against cached context ----------------------------------------

@@ -27,7 +27,8 @@ Protocol (`genie-play eval WORLD --control --data D`):
   the prompt exactly, and the uncapped 148 dB of such frames would make the copy baseline unbeatable.
 - taps (`press=P`, `eval --control --press P`): each class is pressed for the first P frames of its
   future and then released (procgen's no-key action), and each latent is held for P frames and then
-  replaced by the world's latent labelled "idle". Holding asks "does the key move the world?"; a tap
+  replaced by the world's latent labelled "idle" (or, with `--release none`, by no action at all:
+  `world.NO_ACTION`, meaningful for worlds trained with `loss.action_drop`). Holding asks "does the key move the world?"; a tap
   asks what players see next: does a tapped jump come back down, does a step stop.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from ..errors import BadDataError, BadSettingError, GenieError, OutputError, one_line_reason
+from ..world import NO_ACTION
 from .coinrun_policy import ACTION_CLASSES, CLASS_TO_PROCGEN, HeldPolicy
 from .evaluate import psnr
 from .pictures import grid, save_png
@@ -293,21 +295,25 @@ def control_metrics(real: np.ndarray, rolled: np.ndarray, prompts: np.ndarray, l
 
 
 def control_report(world, states: ControlStates, seed: int = 0, progress: bool = False,
-                   picture: str | Path | None = None, picture_clips: int = 2) -> dict:
+                   picture: str | Path | None = None, picture_clips: int = 2, release: str = "idle") -> dict:
     """Roll out every latent from each state's prompt and score them (`control_metrics`), plus the
-    settings; writes the picture (`control_picture`) when `picture` is a path."""
+    settings; writes the picture (`control_picture`) when `picture` is a path. In a tap report the
+    world releases the key with its latent labelled 'idle' (release="idle") or with no action at
+    all (release="none": the dynamics' 'no action' input, for worlds trained with loss.action_drop)."""
     if tuple(world.frame_size) != tuple(states.prompts.shape[1:3]):
         raise BadSettingError(f"the control report plays CoinRun at {states.prompts.shape[1]}x{states.prompts.shape[2]} "
                               f"pixels; this world's frames are {world.frame_size[0]}x{world.frame_size[1]}")
     horizon, press = states.real.shape[2], states.settings.get("press")
-    idle = None if press is None else label_map(world.labels)[ACTION_CLASSES.index("idle")]
-    if idle is not None and idle < 0:
+    if release not in ("idle", "none"):
+        raise BadSettingError(f"release must be 'idle' or 'none', not {release!r}")
+    idle = None if press is None else NO_ACTION if release == "none" else label_map(world.labels)[ACTION_CLASSES.index("idle")]
+    if idle is not None and idle < 0 and release == "idle":
         raise BadSettingError("a tap report releases the key with the world's 'idle' latent: label one action "
                               "'idle' first (genie-play labels WORLD --set N=idle)")
     rolled = rollout_latents(world, states.prompts, horizon, seed=seed, progress=progress, press=press, idle=idle)
     result = control_metrics(states.real, rolled, states.prompts, world.labels)
-    result.update({"press": press, "idle_latent": idle, "seed": int(seed), "sampling": world.sampling,
-                   "skipped": dict(states.skipped),
+    result.update({"press": press, "idle_latent": idle, "release": release if press else None, "seed": int(seed),
+                   "sampling": world.sampling, "skipped": dict(states.skipped),
                    "level_seeds_distinct": int(len(set(states.level_seeds.tolist()))),
                    "states": dict(states.settings)})
     result["levels"] = states.settings.get("levels")
@@ -343,8 +349,11 @@ def control_picture(states: ControlStates, rolled: np.ndarray, class_to_latent, 
     cell = h * scale + 2
     k = states.real.shape[2]
     draw.text((label_w + 2, 2), "prompt", fill=(230, 230, 230))
-    draw.text((label_w + 2 + cell, 2), f"real future (hold the class {k} frames)", fill=(230, 230, 230))
-    draw.text((label_w + 2 + (k + 2) * cell, 2), "world: hold the mapped latent", fill=(230, 230, 230))
+    press = states.settings.get("press")
+    real_text = f"real future (hold the class {k} frames)" if press is None else f"real future (press the class {press}, then release)"
+    draw.text((label_w + 2 + cell, 2), real_text, fill=(230, 230, 230))
+    draw.text((label_w + 2 + (k + 2) * cell, 2), "world: " + ("hold" if press is None else "tap") + " the mapped latent",
+              fill=(230, 230, 230))
     for r, name in enumerate(names):
         draw.text((4, header + 2 + r * cell + cell // 2 - 6), name, fill=(230, 230, 230))
     return canvas
@@ -363,8 +372,8 @@ def format_control_report(r: dict) -> str:
         f"states: held-policy prefix of 0..{st.get('prefix_max', '?')} frames, then idle {st.get('settle', '?')} "
         f"frames; skipped: {skipped}",
         "futures: each class held for the whole horizon" if r.get("press") is None else
-        f"futures: each class pressed for {r['press']} frame(s), then released (the world: latent {r['idle_latent']}, "
-        "labelled 'idle')",
+        f"futures: each class pressed for {r['press']} frame(s), then released (the world: "
+        + ("no action)" if r.get("release") == "none" else f"latent {r['idle_latent']}, labelled 'idle')"),
         f"control accuracy      {r['control_accuracy']:.3f}   (chance {r['chance']:.3f}; {r['control_accuracy_kind']}; "
         f"folds {r['control_accuracy_folds'][0]:.3f} / {r['control_accuracy_folds'][1]:.3f})",
         f"  per class           {per(r['control_accuracy_per_class'])}",

@@ -35,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     control.add_argument("--settle", type=int, default=16, help="idle frames before a state is saved (default 16)")
     control.add_argument("--press", type=int, default=None, metavar="P",
                          help="tap instead of hold: press each class (and latent) for P frames, then release "
-                              "(the world releases with its action labelled 'idle')")
+                              "(the world releases with its action labelled 'idle', or see --release)")
+    control.add_argument("--release", default="idle", choices=["idle", "none"],
+                         help="with --press: the world releases with its 'idle' latent (default) or with no action "
+                              "(worlds trained with loss.action_drop)")
     control.add_argument("--frame-skip", type=int, default=None,
                          help="game steps per world frame (default: the dataset's, 1 without a dataset)")
     control.add_argument("--labels-out", type=Path, default=None,
@@ -85,7 +88,7 @@ def run_control(args: argparse.Namespace, world) -> int:
                             prefix_max=args.prefix_max, settle=args.settle, frame_skip=frame_skip,
                             press=args.press)
     result = control_report(world, states, seed=args.seed, progress=not args.json, picture=args.picture,
-                            picture_clips=args.picture_clips)
+                            picture_clips=args.picture_clips, release=args.release)
     result["world"] = str(world.path)
     if args.labels_out is not None:
         from ..fileio import atomic_write, write_error

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import BadSettingError
 from ..models.dynamics import DynamicsModel
 from ..models.lam import LatentActionModel
 from ..presets import WorldConfig
@@ -40,6 +41,14 @@ class DynamicsLossConfig:
     # (minimised, so each transition commits to one action).
     lam_usage_weight: float = 0.01  # soft VQ: weight of the batch's action-usage entropy (maximised)
     lam_confidence_weight: float = 0.001  # soft VQ: weight of each transition's own entropy (minimised)
+    # Probability that a transition's action is replaced by the dynamics' "no action" vector, so the
+    # model also learns what happens next when no key is pressed (world.NO_ACTION: a released key,
+    # a jump that comes back down). 0 (the default) = never.
+    action_drop: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.action_drop < 1.0:
+            raise BadSettingError(f"loss.action_drop must be in [0, 1), got {self.action_drop}")
 
 
 def lam_losses(lam: LatentActionModel, frames: torch.Tensor, lc: DynamicsLossConfig) -> tuple[VQOutput, torch.Tensor, torch.Tensor]:
@@ -62,16 +71,18 @@ def lam_losses(lam: LatentActionModel, frames: torch.Tensor, lc: DynamicsLossCon
 
 
 def dynamics_loss(dynamics: DynamicsModel, tokens: torch.Tensor, actions: torch.Tensor,
-                  mask_min: float) -> tuple[torch.Tensor, torch.Tensor]:
+                  mask_min: float, action_drop: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The MaskGIT objective on token grids (B, T, N) given actions (B, T-1, action_dim): frames 2..T
     are masked at a rate drawn per frame from U[mask_min, 1] (frame 1 never: at play time it is the
-    prompt). Returns (cross-entropy on the masked tokens, their top-1 accuracy, no gradient)."""
+    prompt), and each action is replaced by 'no action' with probability action_drop. Returns
+    (cross-entropy on the masked tokens, their top-1 accuracy, no gradient)."""
     b, t = tokens.shape[:2]
     rate = mask_min + (1 - mask_min) * torch.rand(b, t, 1, device=tokens.device)
     masked = torch.rand(tokens.shape, device=tokens.device) < rate
     masked[:, 0] = False
     inputs = torch.where(masked, torch.full_like(tokens, dynamics.cfg.mask_id), tokens)
-    logits = dynamics(inputs, actions)[masked].float()  # (M, vocab)
+    drop = torch.rand(b, t - 1, device=tokens.device) < action_drop if action_drop > 0 else None
+    logits = dynamics(inputs, actions, drop=drop)[masked].float()  # (M, vocab)
     with torch.no_grad():
         acc = (logits.argmax(-1) == tokens[masked]).float().mean()
     return F.cross_entropy(logits, tokens[masked]), acc
@@ -100,7 +111,7 @@ class DynamicsTrainer(nn.Module):
 
         act, lam_mse, lam_vq = lam_losses(self.lam, frames, lc)  # act over (B, T-1)
 
-        ce, acc = dynamics_loss(self.dynamics, tokens, act.quantized.detach(), lc.mask_min)  # stop-gradient into the LAM
+        ce, acc = dynamics_loss(self.dynamics, tokens, act.quantized.detach(), lc.mask_min, lc.action_drop)  # stop-gradient into the LAM
         loss = ce + lc.lam_weight * (lam_mse + lam_vq)
 
         # straight-through VQ only (the soft VQ keeps its codes in use through lam_usage_weight)

@@ -1,0 +1,77 @@
+"""Dropped actions in training, no action in play: a transition whose action is dropped gets the
+dynamics' "no action" vector, and `NO_ACTION` in a batched rollout plays that vector (a released key)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genie_play.errors import BadActionError, BadSettingError
+from genie_play.models.dynamics import DynamicsModel
+from genie_play.models.tokenizer import Tokenizer
+from genie_play.overrides import apply_overrides
+from genie_play.presets import preset
+from genie_play.train.stage_dynamics import DynamicsLossConfig, DynamicsTrainer
+from genie_play.world import NO_ACTION, World
+
+
+def test_dropped_transitions_get_the_no_action_vector_and_the_others_their_action() -> None:
+    torch.manual_seed(0)
+    model = DynamicsModel(preset("tiny").dynamics)
+    with torch.no_grad():
+        model.no_action.normal_()  # zeros at initialisation would hide a mix-up with a zero action
+    actions = torch.randn(2, 3, model.cfg.action_dim)
+    drop = torch.tensor([[True, False, False], [False, False, True]])
+    emb = model.action_embedding(actions, 2, drop)  # (B, T, D): frame 0, then one per transition
+    plain = model.action_embedding(actions, 2)
+    for b, t in [(0, 0), (1, 2)]:
+        assert torch.equal(emb[b, t + 1], model.no_action.detach())
+    for b, t in [(0, 1), (0, 2), (1, 0), (1, 1)]:
+        assert torch.equal(emb[b, t + 1], plain[b, t + 1])
+    assert torch.equal(emb[:, 0], plain[:, 0])
+
+
+def test_training_drops_actions_at_the_configured_rate_and_refuses_a_rate_of_one() -> None:
+    torch.manual_seed(0)
+    cfg = preset("tiny")
+    trainer = DynamicsTrainer(cfg, Tokenizer(cfg.tokenizer), DynamicsLossConfig(action_drop=0.5))
+    drops = []
+    trainer.dynamics.register_forward_hook(lambda m, args, kwargs, out: drops.append(kwargs["drop"]), with_kwargs=True)
+    h, w = cfg.tokenizer.frame_size
+    video = torch.randint(0, 256, (8, 9, h, w, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        trainer(video, step=1)
+    assert drops[0].shape == (8, 8) and 0.3 < drops[0].float().mean() < 0.7
+    plain = DynamicsTrainer(cfg, Tokenizer(cfg.tokenizer))
+    plain.dynamics.register_forward_hook(lambda m, args, kwargs, out: drops.append(kwargs["drop"]), with_kwargs=True)
+    with torch.no_grad():
+        plain(video, step=1)
+    assert drops[1] is None  # the default never drops
+    with pytest.raises(BadSettingError, match="action_drop"):
+        apply_overrides(DynamicsLossConfig(), ["action_drop=1.0"], "loss.")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_no_action_plays_the_no_action_vector_row_by_row(tiny_world_path, prompt_image, precision) -> None:
+    world = World.load(tiny_world_path, device="cpu", precision=precision)
+    with torch.no_grad():  # a "no action" vector unlike any action, so that the futures differ
+        world.dynamics.no_action.normal_(generator=torch.Generator().manual_seed(1))
+    world.sampling = {"steps": 4}
+    prompts = np.repeat(prompt_image[None], 2, 0)
+    actions = np.array([[1, 2, 1], [5, 5, 0]])
+    plain = world.rollout_batch(prompts, actions, seed=3)
+    none = world.rollout_batch(prompts, np.full_like(actions, NO_ACTION), seed=3)
+    assert not np.array_equal(plain[:, 1:], none[:, 1:])
+    mixed = world.rollout_batch(prompts, np.array([[1, 2, 1], [NO_ACTION] * 3]), seed=3)  # per row
+    assert np.array_equal(mixed[0], plain[0]) and np.array_equal(mixed[1], none[1])
+    released = world.rollout_batch(prompts[:1], np.array([[1, NO_ACTION, NO_ACTION]]), seed=3)  # a tap
+    assert np.array_equal(released[0, :2], plain[0, :2]) and not np.array_equal(released[0, 2:], plain[0, 2:])
+
+
+def test_actions_below_no_action_are_refused_and_a_player_cannot_step_no_action(tiny_world_path, prompt_image) -> None:
+    world = World.load(tiny_world_path, device="cpu", precision="fp32")
+    with pytest.raises(BadActionError, match="NO_ACTION"):
+        world.rollout_batch(prompt_image[None], np.array([[-2]]))
+    world.reset(prompt_image)
+    with pytest.raises(BadActionError):
+        world.step(NO_ACTION)  # a player's key is always one of the world's actions
