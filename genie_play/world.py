@@ -278,18 +278,18 @@ class World:
     @torch.inference_mode()
     def advance(self, state: WorldState, actions, rng: bool = True) -> WorldState:
         """Batched step: `state` (B rows at one position, e.g. from `start`) one frame on under
-        actions (B,) ints or NO_ACTION (checked by the caller); returns the new state (the play state is left
-        unchanged). With rng, the noise continues from state.rng_state, else from the generator's
+        actions (B,) ints or NO_ACTION (checked by the caller); returns the new state (the play state
+        is left unchanged). With rng, the noise continues from state.rng_state, else from the generator's
         current state. Row b equals a single rollout's frame (the noise is shared across rows)."""
         if rng:
             self._generator.set_state(state.rng_state)
-        ids = torch.as_tensor(np.asarray(actions, dtype=np.int64), device=self.device)
+        ids = np.asarray(actions, dtype=np.int64)
+        none = torch.from_numpy(ids == NO_ACTION).to(self.device) if (ids == NO_ACTION).any() else None
+        codes = self.action_codes[torch.as_tensor(np.maximum(ids, 0), device=self.device)]
         t0 = time.perf_counter()
         batch, n = state.tokens.shape
         ctx = self.runtime.context(state.dynamics_kv, state.position + 1, batch, self.dynamics.transformer)
-        emb = self.dynamics.frame_action(self.action_codes[ids.clamp(min=0)], batch)  # once per frame, not per round
-        if bool((ids == NO_ACTION).any()):
-            emb = torch.where((ids == NO_ACTION)[:, None], self.dynamics.frame_action(None, batch), emb)
+        emb = self.dynamics.frame_action(codes, batch, drop=none)  # once per frame, not per round
         masked = torch.full((batch, n), self.config.dynamics.mask_id, dtype=torch.long, device=self.device)
         tokens = self.runtime.sample(masked, emb, ctx, self._sampling["steps"], self._sampling["temperature"], self._generator)
         return self._record(state, tokens, emb, t0, ctx)

@@ -29,6 +29,8 @@ def test_dropped_transitions_get_the_no_action_vector_and_the_others_their_actio
     for b, t in [(0, 1), (0, 2), (1, 0), (1, 1)]:
         assert torch.equal(emb[b, t + 1], plain[b, t + 1])
     assert torch.equal(emb[:, 0], plain[:, 0])
+    played = model.frame_action(actions[:, 0], 2, drop=torch.tensor([True, False]))  # play: one frame, the same rule
+    assert torch.equal(played[0], model.no_action.detach()) and torch.allclose(played[1], plain[1, 1])
 
 
 def test_training_drops_actions_at_the_configured_rate_and_refuses_a_rate_of_one() -> None:

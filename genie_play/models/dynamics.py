@@ -92,14 +92,16 @@ class DynamicsModel(nn.Module):
         return self.head(y[..., 1:, :] if self.cfg.action_mode == "token" else y)  # the action tokens' outputs dropped
 
     # -- play: one frame at a time against cached context ----------------------------------------
-    def frame_action(self, action: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def frame_action(self, action: torch.Tensor | None, batch: int, drop: torch.Tensor | None = None) -> torch.Tensor:
         """The action embedding (B, D) of one new frame: action (B, action_dim) that led to it, or
-        None for the first frame. Computed once per frame, not once per MaskGIT step, and one row
-        at a time: a product's rounding can depend on its row count (one row takes MKL's gemv, a
-        few its gemm, ~5e-7 apart), and a batch of rollouts must give exactly single rollouts' frames."""
+        None for the first frame; rows where drop (B,) bool is True get 'no action', as in
+        `action_embedding`. Computed once per frame, not once per MaskGIT step, and one row at a
+        time: a product's rounding can depend on its row count (one row takes MKL's gemv, a few its
+        gemm, ~5e-7 apart), and a batch of rollouts must give exactly single rollouts' frames."""
         if action is None:
             return self.no_action.expand(batch, -1)
-        return torch.cat([self.action_proj(row[None]) for row in action])
+        emb = torch.cat([self.action_proj(row[None]) for row in action])
+        return emb if drop is None else torch.where(drop[:, None], self.no_action.to(emb.dtype), emb)
 
     def embed_frame(self, tokens: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """tokens (B, N), emb (B, D) from `frame_action` -> (B, N or N+1, D), the values `_embed`

@@ -28,8 +28,9 @@ Protocol (`genie-play eval WORLD --control --data D`):
 - taps (`press=P`, `eval --control --press P`): each class is pressed for the first P frames of its
   future and then released (procgen's no-key action), and each latent is held for P frames and then
   replaced by the world's latent labelled "idle" (or, with `--release none`, by no action at all:
-  `world.NO_ACTION`, meaningful for worlds trained with `loss.action_drop`). Holding asks "does the key move the world?"; a tap
-  asks what players see next: does a tapped jump come back down, does a step stop.
+  `world.NO_ACTION`, meaningful for worlds trained with `loss.action_drop`). Holding asks "does the
+  key move the world?"; a tap asks what players see next: does a tapped jump come back down, does a
+  step stop.
 """
 from __future__ import annotations
 
@@ -306,13 +307,15 @@ def control_report(world, states: ControlStates, seed: int = 0, progress: bool =
     horizon, press = states.real.shape[2], states.settings.get("press")
     if release not in ("idle", "none"):
         raise BadSettingError(f"release must be 'idle' or 'none', not {release!r}")
-    idle = None if press is None else NO_ACTION if release == "none" else label_map(world.labels)[ACTION_CLASSES.index("idle")]
-    if idle is not None and idle < 0 and release == "idle":
+    idle = None  # what the world plays after a tap's release
+    if press is not None:
+        idle = NO_ACTION if release == "none" else label_map(world.labels)[ACTION_CLASSES.index("idle")]
+    if release == "idle" and idle is not None and idle < 0:  # no action labelled "idle"
         raise BadSettingError("a tap report releases the key with the world's 'idle' latent: label one action "
                               "'idle' first (genie-play labels WORLD --set N=idle)")
     rolled = rollout_latents(world, states.prompts, horizon, seed=seed, progress=progress, press=press, idle=idle)
     result = control_metrics(states.real, rolled, states.prompts, world.labels)
-    result.update({"press": press, "idle_latent": idle, "release": release if press else None, "seed": int(seed),
+    result.update({"press": press, "idle_latent": idle, "release": None if press is None else release, "seed": int(seed),
                    "sampling": world.sampling, "skipped": dict(states.skipped),
                    "level_seeds_distinct": int(len(set(states.level_seeds.tolist()))),
                    "states": dict(states.settings)})
