@@ -26,6 +26,7 @@ from .fileio import atomic_write
 from .keymap import CONTROL_KEYS, KeyMap, check_bindings, default_key_bindings, key_display, parse_key
 
 LABELS_FORMAT = "genie-play-labels/1"
+NO_ACTION = -1  # an action that is no key: the dynamics' "no action" input (World.learned_no_action)
 MAX_LABEL_CHARS = 40
 
 
@@ -148,7 +149,9 @@ class ActionLabels:
 
     # ---- reading ---------------------------------------------------------------------------------
     def label(self, action: int) -> str:
-        """The user's label, else the bundle's default, else ""."""
+        """The user's label, else the bundle's default, else ""; "no action" for NO_ACTION."""
+        if action == NO_ACTION:
+            return "no action"
         return self.user_labels.get(action, self.default_labels[action])
 
     def display_label(self, action: int) -> str:

@@ -21,6 +21,7 @@ from .engine.plan import Plan, make_plan
 from .engine.runtime import Runtime
 from .errors import BadActionError, BadSettingError
 from .images import load_image
+from .labels import NO_ACTION  # noqa: F401 -- part of this module's API (World.step, rollout_batch)
 from .models.dynamics import DynamicsModel
 from .models.lam import LatentActionModel
 from .presets import WorldConfig, to_dict, world_config_from_dict
@@ -28,7 +29,6 @@ from .models.st_block import ContextKV, FrameKV
 from .models.tokenizer import Tokenizer
 
 MAX_STEPS = 1000
-NO_ACTION = -1  # in `rollout_batch` and `advance`: the frame has no action (the dynamics' "no action" vector)
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,13 @@ class World:
         return f"{self.device.type} int8" if self.precision == "int8" else describe(self.device, None if self.precision == "fp32" else self.dtype)
 
     @property
+    def learned_no_action(self) -> bool:
+        """The world was trained with dropped actions (`loss.action_drop`, recorded in its card), so
+        NO_ACTION means "no key pressed" to it; for other worlds NO_ACTION is an untrained input."""
+        value = self.card.get("action_drop")
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+    @property
     def precision(self) -> str:
         return self.plan.precision
 
@@ -188,9 +195,9 @@ class World:
 
     @torch.inference_mode()
     def step(self, action: int) -> np.ndarray:
-        """Advance one frame with latent action `action`; returns the new frame (H, W, 3) uint8."""
+        """Advance one frame with latent action `action` (or NO_ACTION); returns the new frame (H, W, 3) uint8."""
         self._require_state()
-        self._state = self.advance(self._state, [self.check_action(action)], rng=False)
+        self._state = self.advance(self._state, [self.check_action(action, allow_none=True)], rng=False)
         self.last_timings = {"encode": 0.0, **self._timings}
         return self._state.frame[0]
 
@@ -216,7 +223,7 @@ class World:
 
     def rollout(self, image, actions, seed: int = 0) -> np.ndarray:
         """reset(image) with `seed`, then step through `actions`: (len(actions)+1, H, W, 3) uint8."""
-        actions = [self.check_action(a) for a in actions]
+        actions = [self.check_action(a, allow_none=True) for a in actions]
         self.seed(seed)
         frames = [self.reset(image)]
         frames += [self.step(a) for a in actions]
@@ -259,9 +266,12 @@ class World:
         tokens = self.tokenizer.encode(frames.to(self.dtype) / 255.0)
         return to_uint8(self.tokenizer.decode(tokens))[0]
 
-    def check_action(self, action) -> int:
-        if isinstance(action, bool) or not isinstance(action, (int, np.integer)) or not 0 <= int(action) < self.num_actions:
-            raise BadActionError(f"action must be an integer in [0, {self.num_actions}), got {action!r}")
+    def check_action(self, action, allow_none: bool = False) -> int:
+        """action as an int in [0, num_actions), or NO_ACTION with allow_none; else BadActionError."""
+        low = NO_ACTION if allow_none else 0
+        if isinstance(action, bool) or not isinstance(action, (int, np.integer)) or not low <= int(action) < self.num_actions:
+            extra = f" or NO_ACTION ({NO_ACTION})" if allow_none else ""
+            raise BadActionError(f"action must be an integer in [0, {self.num_actions}){extra}, got {action!r}")
         return int(action)
 
     # -- internals -----------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def world(tiny_world_path):
     return World.load(tiny_world_path, device="cpu", precision="fp32")
 
 
-BAD_ACTIONS = [-1, 8, 2**40, -(2**63), "3", 3.0, 1.5, None, True, np.int64(8), np.uint8(255), [3]]
+BAD_ACTIONS = [-2, 8, 2**40, -(2**63), "3", 3.0, 1.5, None, True, np.int64(8), np.uint8(255), [3]]
 
 
 @pytest.mark.parametrize("bad", BAD_ACTIONS, ids=repr)

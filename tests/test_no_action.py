@@ -70,10 +70,23 @@ def test_no_action_plays_the_no_action_vector_row_by_row(tiny_world_path, prompt
     assert np.array_equal(released[0, :2], plain[0, :2]) and not np.array_equal(released[0, 2:], plain[0, 2:])
 
 
-def test_actions_below_no_action_are_refused_and_a_player_cannot_step_no_action(tiny_world_path, prompt_image) -> None:
+def test_step_plays_no_action_like_a_batched_rollout_and_refuses_below_it(tiny_world_path, prompt_image) -> None:
     world = World.load(tiny_world_path, device="cpu", precision="fp32")
+    with torch.no_grad():
+        world.dynamics.no_action.normal_(generator=torch.Generator().manual_seed(1))
+    world.sampling = {"steps": 4}
     with pytest.raises(BadActionError, match="NO_ACTION"):
         world.rollout_batch(prompt_image[None], np.array([[-2]]))
-    world.reset(prompt_image)
-    with pytest.raises(BadActionError):
-        world.step(NO_ACTION)  # a player's key is always one of the world's actions
+    batched = world.rollout_batch(prompt_image[None], np.array([[3, NO_ACTION, NO_ACTION]]), seed=5)[0]
+    assert np.array_equal(world.rollout(prompt_image, [3, NO_ACTION, NO_ACTION], seed=5), batched)  # step, frame by frame
+    with pytest.raises(BadActionError, match="NO_ACTION"):
+        world.step(-2)
+    assert world.position == 3  # the refused step changed nothing
+
+
+def test_a_world_knows_no_action_only_when_its_card_says_it_was_trained_with_dropped_actions(tiny_world_path) -> None:
+    world = World.load(tiny_world_path, device="cpu", precision="fp32")
+    for card, learned in [({}, False), ({"action_drop": 0.0}, False), ({"action_drop": 0.3}, True),
+                          ({"action_drop": "0.3"}, False), ({"action_drop": True}, False)]:
+        world.card = card
+        assert world.learned_no_action is learned, card

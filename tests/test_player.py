@@ -294,3 +294,53 @@ def test_right_plays_the_action_labelled_right_and_the_hud_rate_is_honest(tmp_pa
         assert "world -- " not in hud_lines(app.state)[3][0]
     finally:
         app.close()
+
+
+def test_a_world_that_learned_no_action_plays_on_with_none_after_the_last_key_is_released(tmp_path, tiny_world_path,
+                                                                                          prompt_path):
+    """Coasting: a tapped jump can land. Six frames of NO_ACTION by default for such a world, none
+    while a key is held, and a new press starts the count again."""
+    from genie_play.world import NO_ACTION
+
+    spy = SpyWorld(load(tiny_world_path))
+    spy.card = {"action_drop": 0.3}  # what `train export` writes for a run with loss.action_drop
+    app = App(lambda: spy, [prompt_path], PlayOptions(world_name="tiny", seed=SEED, config_dir=tmp_path / "c",
+                                                      record_dir=tmp_path / "out")).start()
+    try:
+        pump(app, app.settled)
+        tap(pygame.K_4)
+        pump(app, lambda: app.settled() and app.state.step == 7)
+        for _ in range(10):
+            app.tick()
+        assert spy.actions == [3] + [NO_ACTION] * 6
+        assert np.array_equal(app.frame, expected(tiny_world_path, prompt_path, spy.actions)[-1])
+        assert app.state.last_label == "no action" and "last: no action" in " ".join(t for t, _ in hud_lines(app.state))
+        key(pygame.K_2)  # held: the world waits for the repeat, it does not coast
+        pump(app, lambda: app.settled() and app.state.step == 8)
+        for _ in range(5):
+            app.tick()
+        assert spy.actions[7:] == [1]
+        key(pygame.K_2, down=False)
+        pump(app, lambda: app.settled() and app.state.step == 14)
+        assert spy.actions[7:] == [1] + [NO_ACTION] * 6
+    finally:
+        app.close()
+
+
+def test_coast_frames_can_be_chosen_and_worlds_without_no_action_do_not_coast(make_app):
+    from genie_play.world import NO_ACTION
+
+    app, spy = make_app(coast=2)  # the tiny world never learned "no action": coasting only when asked
+    tap(pygame.K_4)
+    pump(app, lambda: app.settled() and app.state.step == 3)
+    tap(pygame.K_BACKSPACE)  # a rewind stops coasting
+    pump(app, lambda: app.settled() and app.state.step == 2)
+    for _ in range(10):
+        app.tick()
+    assert spy.actions == [3, NO_ACTION, NO_ACTION] and app.state.step == 2
+    plain, spy2 = make_app()
+    tap(pygame.K_4)
+    pump(plain, lambda: plain.settled() and plain.state.step == 1)
+    for _ in range(10):
+        plain.tick()
+    assert spy2.actions == [3]

@@ -11,6 +11,7 @@ from PIL import Image, ImageSequence
 from genie_play import bundle, cli, paths
 from genie_play.commands import rollout
 from genie_play.errors import BadActionError
+from genie_play.labels import NO_ACTION
 
 
 @pytest.fixture
@@ -32,9 +33,11 @@ def test_parse_actions():
         with pytest.raises(BadActionError) as info:
             rollout.parse_actions(bad)
         assert "\n" not in str(info.value)
-    assert rollout.parse_actions("-1") == [-1]  # syntax is fine; the range check refuses it
+    assert rollout.parse_actions("-2") == [-2]  # syntax is fine; the range check refuses it
+    assert rollout.parse_actions("3, nx2") == [3, NO_ACTION, NO_ACTION]  # n: no action (a released key)
     with pytest.raises(BadActionError, match=r"outside \[0, 8\)"):
-        rollout.check_action_range([0, -1], 8, "w")
+        rollout.check_action_range([0, -2], 8, "w")
+    rollout.check_action_range([0, NO_ACTION], 8, "w")
     with pytest.raises(BadActionError, match="outside"):
         rollout.check_action_range([2**40], 8, "w")
 
@@ -64,13 +67,14 @@ def test_rollout_captions_and_scale(tiny_world_path, prompt_png, tmp_path):
     got = gif_frames(out)
     assert len(got) == 3 and got[0].shape[1] == 64 and got[0].shape[0] > 64
     assert rollout.captions_for([1, 1], ["right", "jump"]) == ["prompt", "1: 1 jump", "2: 1 jump"]
+    assert rollout.captions_for([1, NO_ACTION], ["right", "jump"])[2] == "2: no action"
 
 
 @pytest.mark.parametrize(
     "extra,needle",
     [
         (["--actions", "0,8"], "outside [0, 8)"),
-        (["--actions", "0,-1"], "outside"),
+        (["--actions", "0,-2"], "outside"),
         (["--actions", "1099511627776"], "outside"),
         (["--actions", "left"], "not an action index"),
         (["--actions", "0", "--steps", "0"], "--steps"),

@@ -58,7 +58,7 @@ def test_two_phases_train_export_and_evaluate(sprite_data, tmp_path, capsys):
     assert list((tok_run / "pictures").glob("*.png"))
 
     assert main(["train", "dynamics", "--data", str(sprite_data), "--run", str(dyn_run), "--preset", "tiny",
-                 "--tokenizer", str(tok_run), "steps=40", "batch_size=4", "clip_len=6", *common]) == 0
+                 "--tokenizer", str(tok_run), "steps=40", "batch_size=4", "clip_len=6", "loss.action_drop=0.2", *common]) == 0
     ce = losses(dyn_run, "ce")
     assert np.mean(ce[-5:]) < np.mean(ce[:5]), ce
     assert list((dyn_run / "pictures").glob("*.png"))
@@ -69,6 +69,7 @@ def test_two_phases_train_export_and_evaluate(sprite_data, tmp_path, capsys):
     assert main(["train", "export", str(dyn_run), "--out", str(bundle), "--labels", str(labels)]) == 0
     world = World.load(bundle, device="cpu")
     assert world.labels[:2] == ["right", "left"]
+    assert world.card["action_drop"] == 0.2 and world.learned_no_action  # what the player's coasting asks
     assert world.rollout(np.zeros((SIZE, SIZE, 3), np.uint8), [0, 1], seed=0).shape == (3, SIZE, SIZE, 3)
 
     capsys.readouterr()

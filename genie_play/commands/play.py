@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (live: [ and ])")
     parser.add_argument("--fps-cap", type=float, default=None, metavar="FPS",
                         help="at most this many frames per second while a key is held")
+    parser.add_argument("--coast", type=int, default=None, metavar="FRAMES",
+                        help="frames the world plays on with no action after the last key is released "
+                             "(default: 6 for worlds trained with loss.action_drop, else 0)")
     parser.add_argument("--scale", type=int, default=8, help="initial window scale of the frame (default: 8)")
     parser.add_argument("--smooth", action="store_true", help="smooth upscaling instead of crisp pixels")
     parser.add_argument("--record-dir", type=Path, default=None,
@@ -47,6 +50,7 @@ def _check_args(args: argparse.Namespace) -> None:
         (args.temperature is not None and not 0 <= args.temperature <= 100,
          f"--temperature {args.temperature}: use a number in [0, 100]"),
         (args.fps_cap is not None and args.fps_cap <= 0, f"--fps-cap {args.fps_cap}: use a positive number"),
+        (args.coast is not None and not 0 <= args.coast <= 100, f"--coast {args.coast}: use 0..100"),
         (not 1 <= args.scale <= 64, f"--scale {args.scale}: use 1..64"),
         (args.record_fps is not None and not 0 < args.record_fps <= 100, f"--record-fps {args.record_fps}: use 0..100"),
         (not 1 <= args.record_scale <= 32, f"--record-scale {args.record_scale}: use 1..32"),
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = PlayOptions(
         world_name=world_path.stem, seed=seed, steps=args.steps, temperature=args.temperature,
-        fps_cap=args.fps_cap, scale=args.scale, smooth=args.smooth, record_dir=args.record_dir,
+        fps_cap=args.fps_cap, coast=args.coast, scale=args.scale, smooth=args.smooth, record_dir=args.record_dir,
         record_format=args.record_format,
         record_fps=args.record_fps, record_scale=args.record_scale, captions=not args.no_captions,
         explore_frames=args.explore_frames,

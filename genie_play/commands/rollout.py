@@ -14,16 +14,18 @@ import sys
 from pathlib import Path
 
 from ..errors import BadActionError, BadSettingError
+from ..labels import NO_ACTION
 
 MAX_ROLLOUT_ACTIONS = 10_000  # a typo like 3x1000000 should fail fast, not run for a day
-_ITEM = re.compile(r"^\s*([+-]?\d+)\s*(?:[x*]\s*(\d+)\s*)?$")
+_ITEM = re.compile(r"^\s*([+-]?\d+|n)\s*(?:[x*]\s*(\d+)\s*)?$")  # n: no action
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="prompt image (PNG, JPEG, GIF, WebP, BMP)")
     parser.add_argument("--world", default="coinrun", help="world name or .safetensors path (default: coinrun)")
     parser.add_argument("--actions", required=True,
-                        help="comma-separated action indices, e.g. 0,3,3,7; 3x10 repeats action 3 ten times")
+                        help="comma-separated action indices, e.g. 0,3,3,7; 3x10 repeats action 3 ten times; "
+                             "n is no action (a released key, for worlds trained with loss.action_drop): 2,nx6")
     parser.add_argument("--out", required=True, type=Path,
                         help="output path: .gif (animated GIF) or .mp4 (H.264 video; needs PyAV)")
     parser.add_argument("--steps", type=int, default=25, help="MaskGIT steps per frame (default 25)")
@@ -36,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_actions(text: str) -> list[int]:
-    """'0,3,3,7' or '0, 3x2, 7' -> [0, 3, 3, 7]. Syntax errors raise BadActionError (range is checked later)."""
+    """'0,3,3,7' or '0, 3x2, 7' -> [0, 3, 3, 7]; 'n' is NO_ACTION. Syntax errors raise BadActionError
+    (range is checked later)."""
     if not isinstance(text, str) or not text.strip():
         raise BadActionError("--actions is empty: give comma-separated action indices, e.g. --actions 0,3,3,7")
     actions: list[int] = []
@@ -47,14 +50,14 @@ def parse_actions(text: str) -> list[int]:
         count = int(m.group(2)) if m.group(2) else 1
         if count < 1 or len(actions) + count > MAX_ROLLOUT_ACTIONS:
             raise BadActionError(f"--actions: {item.strip()[:30]!r}: a rollout takes 1..{MAX_ROLLOUT_ACTIONS} actions")
-        actions += [int(m.group(1))] * count
+        actions += [NO_ACTION if m.group(1) == "n" else int(m.group(1))] * count
     return actions
 
 
 def check_action_range(actions: list[int], num_actions: int, world_name: str) -> None:
     for a in actions:
-        if not 0 <= a < num_actions:
-            raise BadActionError(f"--actions: action {a} is outside [0, {num_actions}) for world {world_name}; use 0..{num_actions - 1}")
+        if a != NO_ACTION and not 0 <= a < num_actions:
+            raise BadActionError(f"--actions: action {a} is outside [0, {num_actions}) for world {world_name}; use 0..{num_actions - 1} or n")
 
 
 def _check_settings(args: argparse.Namespace) -> None:
@@ -81,6 +84,9 @@ def captions_for(actions: list[int], labels: list[str]) -> list[str]:
     """One caption per frame: the prompt, then 't: action label' per step."""
     captions = ["prompt"]
     for t, a in enumerate(actions, start=1):
+        if a == NO_ACTION:
+            captions.append(f"{t}: no action")
+            continue
         label = labels[a] if a < len(labels) and labels[a] else ""
         captions.append(f"{t}: {a}" + (f" {label}" if label else ""))
     return captions

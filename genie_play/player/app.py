@@ -19,7 +19,7 @@ from typing import Any
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # before pygame is imported: no banner
 import pygame  # noqa: E402
 
-from ..labels import ActionLabels  # noqa: E402
+from ..labels import NO_ACTION, ActionLabels  # noqa: E402
 from . import hud  # noqa: E402
 from .canvas import ColourCounter  # noqa: E402
 from .controls import Controls  # noqa: E402
@@ -69,6 +69,8 @@ class App(Controls):
         self._resets_pending = 0
         self._failed_prompts = 0
         self._last_repeat = 0.0
+        self._coast_frames = 0  # frames played with no action after a release (set when the world loads)
+        self._coast_left = 0  # of those, still to play since the last key press
         self.writer = FileWriter(self._output_dir)
         self.message, self._message_colour, self._message_until = "", hud.TEXT, 0.0
         self.screen: pygame.Surface | None = None
@@ -228,6 +230,7 @@ class App(Controls):
             return
         self._tap(action, key)
         self.held.press(key, action, now)
+        self._coast_left = self._coast_frames
 
     def _tap(self, action: int, key: str = "") -> None:
         if not self.worker.submit_step(action):
@@ -236,17 +239,21 @@ class App(Controls):
     def _maybe_repeat(self, now: float) -> None:
         # A held key keeps one step queued behind the one being generated, so the world never waits
         # for the UI to wake, draw and ask again (that gap cost ~20% of the frame rate at 30 frames/s);
-        # releasing the key then lets at most that one more frame through.
+        # releasing the key then lets at most that one more frame through. Once every key is up, a
+        # world that learned "no action" plays on for `coast` frames with none (a tapped jump lands).
         if (self.keymap is None or self.frame is None or self.explorer is not None or self.sketch is not None
                 or self.worker.pending_steps):
             return
         action = self.held.repeat_action(now)
+        if action is None and self._coast_left > 0 and not self.held.holding and not self.held.paused:
+            action = NO_ACTION
         if action is None:
             return
         if self.options.fps_cap and now - self._last_repeat < 1.0 / self.options.fps_cap:
             return
         self._last_repeat = now
-        self.worker.submit_step(action)
+        if self.worker.submit_step(action) and action == NO_ACTION:
+            self._coast_left -= 1
 
     # ---- results -----------------------------------------------------------------------------------
     def _on_result(self, r: Result, now: float) -> None:
@@ -281,6 +288,8 @@ class App(Controls):
             self.say(self.table.notice, hud.ERROR)
         self.state.device, self.state.plan = info.device_description, info.plan
         self.state.steps, self.state.temperature = info.sampling.get("steps"), info.sampling.get("temperature")
+        coast = self.options.coast
+        self._coast_frames = (6 if info.learned_no_action else 0) if coast is None else coast
         while self._early_keys:  # presses made while loading, in order
             key = self._early_keys.popleft()
             action = self._action_for(key)
@@ -289,7 +298,7 @@ class App(Controls):
 
     def _caption(self, r: Result) -> str:
         if r.cause == "step" and r.action is not None:
-            return f"{r.step}: {r.action} {self.table.label(r.action)}".strip()
+            return f"{r.step}: {hud.action_text(r.action, self.table.label(r.action))}"
         return f"{r.step}: {r.cause}"
 
     def _on_frame(self, r: Result, now: float) -> None:

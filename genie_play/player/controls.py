@@ -38,6 +38,7 @@ class Controls:
         self.running = False
 
     def _cmd_rewind(self) -> None:
+        self._coast_left = 0
         self.worker.rewind()
 
     def _cmd_reset(self) -> None:
@@ -96,6 +97,7 @@ class Controls:
             self.say("the explorer opens once the first frame is ready")
             return
         self.held.clear()  # queued steps still run first: the explorer starts from the state after them
+        self._coast_left = 0
         self.explorer = Explorer(self.table, self.worker.explore, self.options.explore_frames, self._explore_seed)
 
     def _close_explorer(self) -> None:
@@ -112,6 +114,7 @@ class Controls:
             if dropped_steps:
                 self.say(f"reset: {dropped_steps} queued action(s) skipped")
         self._resets_pending += 1
+        self._coast_left = 0
         self.worker.reset(prompt)
         if dropped:  # a drop may fail (not an image): queued steps keep their place before it
             self.say(f"loading {PromptList.describe(prompt)} ...")
@@ -122,6 +125,7 @@ class Controls:
             self.say("sketch mode opens once the first frame is ready")
             return
         self.held.clear()
+        self._coast_left = 0
         for name, _ in self.pads.release_all():
             self.held.release(name)
         palette = self.colours.palette() or [tuple(int(v) for v in self.frame.reshape(-1, 3).mean(0))]

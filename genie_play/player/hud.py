@@ -47,12 +47,17 @@ class HudState:
     preparing: bool = True
 
 
+def action_text(action: int, label: str) -> str:
+    """"3 jump" for an action and its label; just the label ("no action") for NO_ACTION (-1)."""
+    return label if action < 0 else f"{action} {label}".strip()
+
+
 def hud_lines(s: HudState) -> list[tuple[str, tuple[int, int, int]]]:
     """Status text of the panel, one (text, colour) per line."""
     lines: list[tuple[str, tuple[int, int, int]]] = []
     lines.append((f"{s.world_name or 'world'}  [{s.device or '...'}]", ACCENT))
     lines.append((f"prompt: {s.prompt}", DIM))
-    last = "-" if s.last_action is None else f"{s.last_action} {s.last_label}".strip()
+    last = "-" if s.last_action is None else action_text(s.last_action, s.last_label)
     lines.append((f"step {s.step}   last: {last}", TEXT))
     lines.append((rate_line(s), TEXT))
     t = s.timings

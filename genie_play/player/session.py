@@ -40,6 +40,11 @@ class HeldKeys:
     def clear(self) -> None:
         self._held.clear()
 
+    @property
+    def holding(self) -> bool:
+        """Some key is down."""
+        return bool(self._held)
+
     def toggle_pause(self) -> bool:
         self.paused = not self.paused
         return self.paused

@@ -38,6 +38,7 @@ class WorldInfo:
     device_description: str
     sampling: dict
     plan: str = ""  # engine.Plan.short()
+    learned_no_action: bool = False  # World.learned_no_action
 
 
 @dataclass
@@ -194,7 +195,7 @@ class WorldWorker:
             self._emit(Result("ready", info=WorldInfo(
                 num_actions=int(w.num_actions), frame_size=tuple(w.frame_size), labels=list(w.labels),
                 world_id=str(w.world_id), device_description=str(w.device_description),
-                sampling=dict(w.sampling), plan=str(w.plan.short()))))
+                sampling=dict(w.sampling), plan=str(w.plan.short()), learned_no_action=bool(w.learned_no_action))))
         except BaseException as err:  # noqa: BLE001 -- reported to the UI, which ends the app
             if not isinstance(err, GenieError):
                 traceback.print_exc()

@@ -351,7 +351,8 @@ def export(args: argparse.Namespace) -> int:
     # A JSON list of labels or a `genie-play labels --export` file; checked against the action count.
     labels = read_label_list(args.labels, cfg.dynamics.num_actions) if args.labels else None
     card = {"run": str(args.run), "step": meta.get("step"), "data": extra.get("data"),
-            "tokenizer_source": extra.get("tokenizer_source"), "decoder_source": str(args.decoder) if args.decoder else None}
+            "tokenizer_source": extra.get("tokenizer_source"), "decoder_source": str(args.decoder) if args.decoder else None,
+            "action_drop": extra.get("loss_config", {}).get("action_drop", 0.0)}  # World.learned_no_action
     world = World(cfg, models["tokenizer"], models["dynamics"], models["lam"].action_codebook().detach(),
                   lam=None if args.no_lam else models["lam"], device="cpu", precision="fp32", labels=labels, card=card)
     world.save(args.out, include_lam=not args.no_lam, dtype=None if args.fp32 else torch.bfloat16)
