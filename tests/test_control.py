@@ -86,6 +86,8 @@ def test_copy_baseline_of_a_still_scene_is_capped_and_counted() -> None:
     r = control.control_metrics(real, oracle_rollouts(real), prompts)
     assert r["copy_identical_frames"] == pytest.approx(1 / 6)
     assert r["copy_psnr_per_class"]["idle"] == pytest.approx(control.PSNR_CAP) and r["copy_baseline_psnr"] < 20
+    moving = [r["mapped_psnr_per_class"][k] - r["copy_psnr_per_class"][k] for k in control.ACTION_CLASSES[1:]]
+    assert r["mapped_minus_copy_moving"] == pytest.approx(np.mean(moving)) and r["mapped_minus_copy_moving"] > r["mapped_minus_copy"]
 
 
 def test_labels_map_first_exact_name_and_missing_classes_are_wrong() -> None:
@@ -204,7 +206,7 @@ def test_report_returns_every_field_and_its_picture(world64_path, states, tmp_pa
     for key in ("clips", "horizon", "seed", "sampling", "levels", "states", "skipped", "chance", "control_accuracy",
                 "control_accuracy_kind", "control_accuracy_folds", "control_accuracy_per_class", "label_accuracy",
                 "label_accuracy_per_class", "class_to_latent", "distinct_classes", "mapped_psnr", "copy_baseline_psnr",
-                "mapped_psnr_per_t", "copy_psnr_per_t", "mapped_psnr_per_class", "copy_identical_frames", "class_latent_mse", "suggested_labels", "picture"):
+                "mapped_psnr_per_t", "copy_psnr_per_t", "mapped_psnr_per_class", "copy_identical_frames", "mapped_minus_copy_moving", "class_latent_mse", "suggested_labels", "picture"):
         assert key in r, key
     assert r["clips"] == 4 and r["horizon"] == K and r["levels"] == list(LEVELS) and r["num_actions"] == 8
     assert 0 <= r["control_accuracy"] <= 1 and 1 <= r["distinct_classes"] <= 6 and len(r["suggested_labels"]) == 8
