@@ -22,7 +22,8 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 import pygame  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
-ACTION_KEYS = "22211322"  # a few actions (keys 1-8); the GIF records them
+# (key, frames held): the bundled world's Right, Up (a tap: the world coasts until it lands), Left
+PLAY = [("RIGHT", 6), ("UP", 1), ("LEFT", 4)]
 
 
 def pump(app, condition, timeout: float = 300.0) -> None:
@@ -56,9 +57,12 @@ def main() -> None:
         try:
             pump(app, app.settled)
             tap(pygame.K_g)  # start recording
-            for step, key in enumerate(ACTION_KEYS, start=1):
-                tap(getattr(pygame, f"K_{key}"))
-                pump(app, lambda: app.settled() and app.state.step == step)
+            for name, frames in PLAY:
+                key, first = getattr(pygame, f"K_{name}"), app.state.step
+                pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode=""))
+                pump(app, lambda: app.state.step >= first + frames)
+                pygame.event.post(pygame.event.Event(pygame.KEYUP, key=key, mod=0, unicode=""))
+                pump(app, app.settled)  # the frame queued behind the last one, then the coasting
             for _ in range(3):  # let the HUD show the last frame's timing
                 app.tick()
             pygame.image.save(app.screen, str(DOCS / "player.png"))

@@ -156,9 +156,14 @@ class App(Controls):
         self._message_until = time.monotonic() + self.options.message_seconds
 
     def settled(self) -> bool:
-        """Nothing left to do: the world is loaded, every command ran and its result is shown."""
+        """Nothing left to do: the world is loaded, every command ran and its result is shown, and
+        it is not coasting."""
         return (self.info is not None and self.worker.quiet and not self._early_keys
-                and not self._resets_pending and self.frame is not None)
+                and not self._resets_pending and self.frame is not None and not self._coasting())
+
+    def _coasting(self) -> bool:
+        """Every key is up and the world still has frames to play with no action."""
+        return self._coast_left > 0 and not self.held.holding and not self.held.paused
 
     def wait_for_files(self) -> None:
         """Block until every GIF/PNG being written is on disk (tests, and quitting)."""
@@ -245,7 +250,7 @@ class App(Controls):
                 or self.worker.pending_steps):
             return
         action = self.held.repeat_action(now)
-        if action is None and self._coast_left > 0 and not self.held.holding and not self.held.paused:
+        if action is None and self._coasting():
             action = NO_ACTION
         if action is None:
             return
