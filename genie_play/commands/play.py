@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 from ..errors import BadSettingError
+from ..player.session import DEFAULT_COAST_FRAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="at most this many frames per second while a key is held")
     parser.add_argument("--coast", type=int, default=None, metavar="FRAMES",
                         help="frames the world plays on with no action after the last key is released "
-                             "(default: 6 for worlds trained with loss.action_drop, else 0)")
+                             f"(default: {DEFAULT_COAST_FRAMES} for worlds trained with loss.action_drop, else 0)")
     parser.add_argument("--scale", type=int, default=8, help="initial window scale of the frame (default: 8)")
     parser.add_argument("--smooth", action="store_true", help="smooth upscaling instead of crisp pixels")
     parser.add_argument("--record-dir", type=Path, default=None,

@@ -27,7 +27,7 @@ from .explorer import Explorer  # noqa: E402
 from .gamepad import Gamepads  # noqa: E402
 from ..keymap import canonical_key, control_command  # noqa: E402
 from .options import PlayOptions, open_window  # noqa: E402,F401 -- PlayOptions is part of this module's API
-from .session import FileWriter, FrameTimer, HeldKeys, PromptList, RateMeter, Recorder  # noqa: E402
+from .session import DEFAULT_COAST_FRAMES, FileWriter, FrameTimer, HeldKeys, PromptList, RateMeter, Recorder  # noqa: E402
 from .sketch import SketchView  # noqa: E402
 from .worker import Result, WorldWorker  # noqa: E402
 
@@ -294,7 +294,7 @@ class App(Controls):
         self.state.device, self.state.plan = info.device_description, info.plan
         self.state.steps, self.state.temperature = info.sampling.get("steps"), info.sampling.get("temperature")
         coast = self.options.coast
-        self._coast_frames = (6 if info.learned_no_action else 0) if coast is None else coast
+        self._coast_frames = (DEFAULT_COAST_FRAMES if info.learned_no_action else 0) if coast is None else coast
         while self._early_keys:  # presses made while loading, in order
             key = self._early_keys.popleft()
             action = self._action_for(key)

@@ -33,8 +33,8 @@ class PlayOptions:
     config_dir: Path | None = None  # labels folder root (tests); None: the user config dir
     max_queued: int = 8  # key presses that may wait while a frame is generated
     repeat_delay: float = 0.3  # seconds a key is held before it repeats
-    coast: int | None = None  # frames played with no action after the last key is released (None: 6 if
-    # the world learned "no action" (World.learned_no_action), else 0)
+    coast: int | None = None  # frames played with no action after the last key is released (None:
+    # session.DEFAULT_COAST_FRAMES if the world learned "no action" (World.learned_no_action), else 0)
     redraw_hz: int = 60
     busy_hz: float = 4.0  # redraws while a frame is being generated, unless something happens
     message_seconds: float = 6.0

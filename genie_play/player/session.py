@@ -22,6 +22,9 @@ import numpy as np
 from ..errors import GenieError, one_line_reason
 
 
+DEFAULT_COAST_FRAMES = 6  # frames played with no action after a release: a tapped jump lands in about 5
+
+
 class HeldKeys:
     """Keys held down (from KEYDOWN/KEYUP events: pygame.key.get_pressed() misses posted events)."""
 
