@@ -12,7 +12,7 @@ from PIL import Image
 
 from genie_play.cli import main as cli_main
 from genie_play.errors import BadDataError, BadSettingError, GenieError
-from genie_play.train import control
+from genie_play.train import control, control_states
 from genie_play.train.coinrun_policy import ACTION_CLASSES, CLASS_TO_PROCGEN
 
 LEVELS = (10000, 10050)
@@ -120,12 +120,12 @@ def test_metrics_refuse_one_clip_or_mismatched_shapes() -> None:
 @pytest.fixture(scope="module")
 def states():
     pytest.importorskip("procgen")
-    return control.collect_states(LEVELS, clips=4, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4)
+    return control_states.collect_states(LEVELS, clips=4, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4)
 
 
 def test_set_state_then_the_same_actions_give_the_same_frames() -> None:
     pytest.importorskip("procgen")
-    env = control._make_env(LEVELS, 1, 5, "hard")
+    env = control_states.make_env(LEVELS, 1, 5, "hard")
     for a in [7] * 10 + [5] * 3 + [4] * 5:
         env.act(np.array([a], np.int32))
     saved = env.get_state()
@@ -133,7 +133,7 @@ def test_set_state_then_the_same_actions_give_the_same_frames() -> None:
     for a in [1, 1, 8, 8, 4, 2]:  # the original environment goes on
         env.act(np.array([a], np.int32))
         continued.append(env.observe()[1]["rgb"][0].copy())
-    other = control._make_env(LEVELS, 1, 99, "hard")  # another environment, another level, restored
+    other = control_states.make_env(LEVELS, 1, 99, "hard")  # another environment, another level, restored
     for _ in range(2):
         other.set_state(saved)
         replay = []
@@ -148,20 +148,20 @@ def test_states_hold_each_class_from_a_reproducible_state(states) -> None:
     assert states.prompts.shape == (4, 64, 64, 3) and states.real.shape == (4, 6, K, 64, 64, 3)
     assert all(LEVELS[0] <= lv < LEVELS[1] for lv in states.level_seeds)
     assert all(0 <= p <= 12 for p in states.prefix_frames) and set(states.skipped) >= {"identical real futures"}
-    futures_env = control._make_env(LEVELS, 6, 0, "hard")
+    futures_env = control_states.make_env(LEVELS, 6, 0, "hard")
     for i in range(len(states.states)):
-        prompt, real, ended = control.real_futures(futures_env, states.states[i], K)
+        prompt, real, ended = control_states.real_futures(futures_env, states.states[i], K)
         assert np.array_equal(prompt, states.prompts[i]) and np.array_equal(real, states.real[i]) and not ended
         assert all(not np.array_equal(real[a], real[b]) for a in range(6) for b in range(a))
     assert np.asarray(CLASS_TO_PROCGEN).tolist() == [4, 1, 7, 5, 2, 8]
-    again = control.collect_states(LEVELS, clips=4, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4)
+    again = control_states.collect_states(LEVELS, clips=4, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4)
     assert np.array_equal(again.real, states.real)  # deterministic for a seed
 
 
 def test_missing_procgen_is_a_one_line_genie_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "procgen", None)
     with pytest.raises(GenieError, match="install-coinrun"):
-        control.collect_states(LEVELS, clips=2)
+        control_states.collect_states(LEVELS, clips=2)
 
 
 # -- the whole report on a tiny world -----------------------------------------------------------------
@@ -243,8 +243,8 @@ def test_cli_refuses_a_world_of_another_frame_size_and_a_dataset_without_heldout
         writer.append_episode(np.zeros((4, 64, 64, 3), np.uint8), split="train")
         writer.add_level_range("train", 0, 10)
     with pytest.raises(BadDataError, match="held-out level range"):
-        control.heldout_levels(data)
-    assert control.heldout_levels(data, "5:9") == (5, 9)
+        control_states.heldout_levels(data)
+    assert control_states.heldout_levels(data, "5:9") == (5, 9)
     assert cli_main(["eval", str(world64_path), "--data", str(data), "--control"]) == 2
     assert cli_main(["eval", str(tiny_world_path), "--data", str(data), "--control", "--levels", "1:2"]) == 2
     err = capsys.readouterr().err
@@ -257,14 +257,14 @@ def test_cli_refuses_a_world_of_another_frame_size_and_a_dataset_without_heldout
 def test_taps_press_each_class_then_release_and_the_world_releases_with_its_idle_latent(world64_path) -> None:
     from genie_play.world import World
 
-    taps = control.collect_states(LEVELS, clips=2, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4, press=1)
+    taps = control_states.collect_states(LEVELS, clips=2, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4, press=1)
     assert taps.settings["press"] == 1
-    futures_env = control._make_env(LEVELS, 6, 0, "hard")
-    _, held, _ = control.real_futures(futures_env, taps.states[0], K)
+    futures_env = control_states.make_env(LEVELS, 6, 0, "hard")
+    _, held, _ = control_states.real_futures(futures_env, taps.states[0], K)
     futures_env.set_state([taps.states[0]] * 6)
     pressed = np.asarray(CLASS_TO_PROCGEN, np.int32)
     frames = []
-    for action in [pressed] + [np.full(6, control.IDLE, np.int32)] * (K - 1):
+    for action in [pressed] + [np.full(6, control_states.IDLE, np.int32)] * (K - 1):
         futures_env.act(action)
         frames.append(futures_env.observe()[1]["rgb"].copy())
     assert np.array_equal(np.stack(frames, 1), taps.real[0])
@@ -285,7 +285,7 @@ def test_taps_press_each_class_then_release_and_the_world_releases_with_its_idle
 def test_taps_can_release_with_no_action_and_need_no_idle_label(world64_path) -> None:
     from genie_play.world import NO_ACTION, World
 
-    taps = control.collect_states(LEVELS, clips=2, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4, press=1)
+    taps = control_states.collect_states(LEVELS, clips=2, seed=3, horizon=K, prefix_max=12, settle=4, num_envs=4, press=1)
     world = World.load(world64_path)
     world.sampling = {"steps": 2}
     world.labels = ["a%d" % i for i in range(8)]  # no "idle": releasing with no action does not need one

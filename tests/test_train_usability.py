@@ -252,10 +252,10 @@ def test_coinrun_data_say_what_to_run_next(tmp_path, capsys, monkeypatch):
 
 
 def test_the_control_report_collects_states_once_with_the_frame_skip(monkeypatch):
-    from genie_play.train import control
+    from genie_play.train import control, control_states
 
     calls = []
-    monkeypatch.setattr(control, "collect_states", lambda levels, clips, seed, frame_skip: calls.append((levels, frame_skip)) or "S")
+    monkeypatch.setattr(control_states, "collect_states", lambda levels, clips, seed, frame_skip: calls.append((levels, frame_skip)) or "S")
     monkeypatch.setattr(control, "control_report", lambda world, states, seed: {
         "control_accuracy": 0.5, "distinct_classes": 3, "mapped_minus_copy": 1.0, "states": states})
     ev = DynamicsHeldout(dataset=None, clips=2, horizon=2, control_levels=(10, 20), frame_skip=4)

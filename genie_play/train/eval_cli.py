@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_control(args: argparse.Namespace, world) -> int:
     from ..errors import BadSettingError
-    from .control import COINRUN_FRAME, collect_states, control_report, format_control_report, heldout_levels
+    from .control import control_report, format_control_report
+    from .control_states import COINRUN_FRAME, collect_states, heldout_levels
 
     if tuple(world.frame_size) != COINRUN_FRAME:
         raise BadSettingError(f"{world.path}: the control report plays CoinRun at {COINRUN_FRAME[0]}x{COINRUN_FRAME[1]}; "

@@ -84,11 +84,11 @@ class DynamicsHeldout:
 
     def control(self, world: Any) -> dict[str, float]:
         """The controllability report's headline numbers (states collected on the first call)."""
-        from . import control
+        from . import control, control_states
 
         if self._states is None:
-            self._states = control.collect_states(self.control_levels, CONTROL_CLIPS, CONTROL_SEED,
-                                                  frame_skip=self.frame_skip)
+            self._states = control_states.collect_states(self.control_levels, CONTROL_CLIPS, CONTROL_SEED,
+                                                         frame_skip=self.frame_skip)
         r = control.control_report(world, self._states, CONTROL_SEED)
         return {"heldout/control_accuracy": r["control_accuracy"], "heldout/distinct_classes": float(r["distinct_classes"]),
                 "heldout/mapped_minus_copy": r["mapped_minus_copy"]}
