@@ -327,17 +327,22 @@ def test_a_world_that_learned_no_action_plays_on_with_none_after_the_last_key_is
         app.close()
 
 
-def test_coast_frames_can_be_chosen_and_worlds_without_no_action_do_not_coast(make_app):
+def test_coast_frames_can_be_chosen_a_rewind_stops_them_and_worlds_without_no_action_do_not_coast(make_app):
     from genie_play.world import NO_ACTION
 
-    app, spy = make_app(coast=2)  # the tiny world never learned "no action": coasting only when asked
+    app, spy = make_app(coast=5)  # the tiny world never learned "no action": coasting only when asked
     tap(pygame.K_4)
-    pump(app, lambda: app.settled() and app.state.step == 3)
-    tap(pygame.K_BACKSPACE)  # a rewind stops coasting
-    pump(app, lambda: app.settled() and app.state.step == 2)
+    pump(app, lambda: app.state.step == 1)
+    spy.gate.clear()  # the first coasting frame is held inside World.step
+    spy.stepping.clear()
+    pump(app, spy.stepping.is_set)
+    tap(pygame.K_BACKSPACE)  # a rewind while coasting
+    spy.gate.set()
+    pump(app, app.settled)
     for _ in range(10):
         app.tick()
-    assert spy.actions == [3, NO_ACTION, NO_ACTION] and app.state.step == 2
+    coasted = len(spy.actions) - 1  # the running coast frame and at most one queued behind it
+    assert spy.actions == [3] + [NO_ACTION] * coasted and 1 <= coasted <= 2 and app.state.step == coasted
     plain, spy2 = make_app()
     tap(pygame.K_4)
     pump(plain, lambda: plain.settled() and plain.state.step == 1)

@@ -165,7 +165,7 @@ def control_metrics(real: np.ndarray, rolled: np.ndarray, prompts: np.ndarray, l
         "mapped_minus_copy": float(p_mapped.mean() - p_copy.mean()),
         # idle's real future is the prompt itself, which copying matches exactly and no world can (its
         # frames pass through the tokenizer): the moving classes alone say whether rollouts beat copying
-        "mapped_minus_copy_moving": float((p_mapped[:, 1:] - p_copy[:, 1:]).mean()),
+        "mapped_minus_copy_moving": float(np.delete(p_mapped - p_copy, ACTION_CLASSES.index("idle"), axis=1).mean()),
         "mapped_psnr_per_t": p_mapped.mean(axis=(0, 1)).round(3).tolist(),
         "copy_psnr_per_t": p_copy.mean(axis=(0, 1)).round(3).tolist(),
         "mapped_psnr_per_class": per_class(p_mapped.mean(axis=2)),
