@@ -177,6 +177,28 @@ def test_a_deeper_decoder_starts_as_the_old_one_and_exports(sprite_data, tmp_pat
     assert all(torch.equal(v, old_dyn[k]) for k, v in new.dynamics.state_dict().items())  # same dynamics
 
 
+def test_export_refuses_a_tokenizer_that_is_no_longer_its_source(sprite_data, tmp_path, capsys):
+    """A dynamics run's tokenizer must be its source's: export refuses one that differs (here the
+    source folder now holds another tokenizer run), and exports unchecked, with a warning, when
+    the source is gone."""
+    import shutil
+
+    dyn, _ = _tiny_world_from_runs(sprite_data, tmp_path, 3)
+    other = tmp_path / "tok_other"
+    assert main(["train", "tokenizer", "--data", str(sprite_data), "--run", str(other), "--preset", "tiny",
+                 "steps=4", "batch_size=4", "clip_len=4", *FAST_RUN]) == 0
+    shutil.rmtree(tmp_path / "tok")
+    other.rename(tmp_path / "tok")
+    capsys.readouterr()
+    assert main(["train", "export", str(dyn), "--out", str(tmp_path / "bad.safetensors")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "its tokenizer differs from its source" in error[0], error
+    assert not (tmp_path / "bad.safetensors").exists()
+    shutil.rmtree(tmp_path / "tok")
+    assert main(["train", "export", str(dyn), "--out", str(tmp_path / "ok.safetensors")]) == 0
+    assert "exported unchecked" in capsys.readouterr().err
+
+
 def test_dynamics_warm_start_keeps_the_frozen_tokenizer_intact(sprite_data, tmp_path):
     """`train dynamics --tokenizer B --init B`: the tokenizer is loaded from B on its own, the
     LAM and dynamics from B by the warm start, and no tokenizer block is mistaken for a new one

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BadSettingError, CheckpointError
+from ..errors import BadSettingError, CheckpointError, GenieError, one_line_reason
 from ..presets import (WorldConfig, describe, override, preset, preset_choices, presets_for, to_dict,
                        world_config_from_dict)
 
@@ -326,6 +326,25 @@ def _swap_decoder(cfg: WorldConfig, state: dict[str, torch.Tensor], run: Path, d
     return dataclasses.replace(cfg, tokenizer=new_tok)
 
 
+def _check_frozen_tokenizer(run: Path, state: dict[str, torch.Tensor], source: str | None) -> None:
+    """A dynamics run never trains its tokenizer: it must still be its source's, tensor for tensor
+    (at the source's storage precision). One that is not (a warm start that touched it, a source
+    trained on after the run began) would export a world whose tokens mean something else."""
+    if not source:
+        return
+    try:
+        _, src = _tokenizer_source(Path(source))
+    except GenieError as err:  # gone or unreadable: nothing to compare with
+        print(f"warning: cannot read {source}, the tokenizer {run} was trained on ({one_line_reason(err)}); "
+              "its tokenizer is exported unchecked", file=sys.stderr)
+        return
+    own = {k[len("tokenizer."):]: v for k, v in state.items() if k.startswith("tokenizer.")}
+    changed = [k for k in own if k not in src or src[k].shape != own[k].shape or not torch.equal(own[k].to(src[k].dtype), src[k])]
+    if changed or not own:
+        raise BadSettingError(f"{run}: its tokenizer differs from its source {source} ({(changed or ['no tensors'])[0]}, ...); "
+                              "retrain the dynamics from that tokenizer, or export a run whose tokenizer is intact")
+
+
 def export(args: argparse.Namespace) -> int:
     from ..labels import read_label_list
     from ..world import World, build_models
@@ -341,6 +360,7 @@ def export(args: argparse.Namespace) -> int:
         print(f"best weights: step {best['step']}, {best['metric']} {best['value']:.3f}")
     if extra.get("phase") != "dynamics":
         raise CheckpointError(f"{args.run}: not a phase-2 (dynamics) run; export needs the LAM and dynamics weights")
+    _check_frozen_tokenizer(args.run, state, extra.get("tokenizer_source"))
     cfg: WorldConfig = world_config_from_dict(extra["world_config"])
     if args.decoder:
         state = dict(state)
