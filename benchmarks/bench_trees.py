@@ -1,10 +1,12 @@
 """Two trees of this repository side by side: play speed per route, and whether their fp32 frames
 are identical (issue 16's "old and new measured in the same run").
 
-    python benchmarks/bench_trees.py OLD [NEW] [--rounds 5] [--frames 20] [--steps 25] [--world PATH]
+    python benchmarks/bench_trees.py OLD [NEW] [--route default|no-compiler|both] [--rounds 5] [--frames 20]
+                                     [--steps 25] [--world PATH]
 
 OLD and NEW are git revisions (NEW: the working tree when left out), each exported with `git archive`
-into a temporary folder and imported from there. Every round runs one fresh process per tree and
+into a temporary folder and imported from there; both play the old tree's bundled world unless
+--world says otherwise (the new tree must read old bundles). Every round runs one fresh process per tree and
 route, alternating (the VMs this project runs on drift by tens of percent within minutes, so both
 trees must see the same drift), each timing `World.step` like bench_play.py: a full context window,
 `--steps` MaskGIT steps, the median of `--frames` frames. Routes: "default" (what the tree plays
