@@ -10,7 +10,7 @@ own rollouts beside it at horizons 1..K, the table shows where the world falls s
 frame (the action's immediate effect) or by drifting later.
 
     python benchmarks/control_ceiling.py [--world coinrun] --data data/skip3 [--clips 48] [--seed 0]
-                                         [--horizon 8] [--no-world]
+                                         [--horizon 8] [--settle 16] [--no-world]
 
 States, held-out levels and frame skip as `genie-play eval WORLD --control --data D` takes them.
 """
@@ -51,12 +51,13 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--horizon", type=int, default=8)
+    ap.add_argument("--settle", type=int, default=16, help="idle frames before a state is saved (as eval --control)")
     ap.add_argument("--no-world", action="store_true", help="the tokenizer's ceiling alone (no rollouts)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args()
     set_threads()
     states = collect_states(heldout_levels(args.data), args.clips, seed=args.seed, horizon=args.horizon,
-                            frame_skip=open_dataset(args.data).frame_skip)
+                            settle=args.settle, frame_skip=open_dataset(args.data).frame_skip)
     exact = World.load(args.world, precision="fp32")  # the tokenizer's own numbers
     ceiling = tokenizer_futures(exact, states.prompts, states.real, progress=not args.json)
     horizons = sorted({1, 2, 4, args.horizon} & set(range(1, args.horizon + 1)))
@@ -70,7 +71,8 @@ def main() -> None:
                                      "distinct_classes": r["distinct_classes"]} for k, r in res.items()}
                           for name, res in rows.items()}))
         return
-    print(f"{args.world}: control accuracy over the first k frames ({args.clips} states, seed {args.seed}, chance 0.17)")
+    print(f"{args.world}: control accuracy over the first k frames ({args.clips} states, seed {args.seed}, "
+          f"{args.settle} idle frames before each, chance 0.17)")
     print("| | " + " | ".join(f"k = {k}" for k in horizons) + " | per class at k = " + f"{horizons[-1]} |")
     print("|---" * (len(horizons) + 2) + "|")
     for name, res in rows.items():
