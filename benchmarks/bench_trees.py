@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tqdm import tqdm
+
 REPO = Path(__file__).resolve().parents[1]
 ROUTES = {"default": {}, "no-compiler": {"GENIE_PLAY_KERNELS": "0"}}
 
@@ -95,11 +97,12 @@ def main() -> None:
         args.world = args.world or trees["old"] / "weights" / "coinrun.safetensors"
         routes = ROUTES if args.route == "both" else {args.route: ROUTES[args.route]}
         fps = {(route, side): [] for route in routes for side in trees}
-        for r in range(args.rounds):
-            for route, env in routes.items():
-                for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
-                    fps[route, side].append(run_child(trees[side], args, "speed", env)["fps"])
-            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        with tqdm(total=args.rounds * len(routes) * 2, desc="bench_trees", unit="process") as bar:
+            for r in range(args.rounds):
+                for route, env in routes.items():
+                    for side in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                        fps[route, side].append(run_child(trees[side], args, "speed", env)["fps"])
+                        bar.update()
         hashes = {side: run_child(tree, args, "frames", {})["sha256"] for side, tree in trees.items()}
         world_name = f"the old tree's {args.world.relative_to(trees['old'])}" if args.world.is_relative_to(trees["old"]) else args.world
     print(f"old: {names['old']}  new: {names['new']}  world: {world_name}  {args.steps} MaskGIT steps, "
