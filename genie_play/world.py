@@ -294,12 +294,13 @@ class World:
         if rng:
             self._generator.set_state(state.rng_state)
         ids = np.asarray(actions, dtype=np.int64)
-        none = torch.from_numpy(ids == NO_ACTION).to(self.device) if (ids == NO_ACTION).any() else None
+        none = ids == NO_ACTION
+        drop = torch.from_numpy(none).to(self.device) if none.any() else None
         codes = self.action_codes[torch.as_tensor(np.maximum(ids, 0), device=self.device)]
         t0 = time.perf_counter()
         batch, n = state.tokens.shape
         ctx = self.runtime.context(state.dynamics_kv, state.position + 1, batch, self.dynamics.transformer)
-        emb = self.dynamics.frame_action(codes, batch, drop=none)  # once per frame, not per round
+        emb = self.dynamics.frame_action(codes, batch, drop=drop)  # once per frame, not per round
         masked = torch.full((batch, n), self.config.dynamics.mask_id, dtype=torch.long, device=self.device)
         tokens = self.runtime.sample(masked, emb, ctx, self._sampling["steps"], self._sampling["temperature"], self._generator)
         return self._record(state, tokens, emb, t0, ctx)
