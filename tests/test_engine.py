@@ -144,10 +144,9 @@ def test_the_c_context_stack_is_torchs_stack(frames):
     torch.manual_seed(frames)
     history = [FrameKV(tuple((torch.randn(6, 2, 1, 16), torch.randn(6, 2, 1, 16)) for _ in range(3))) for _ in range(frames)]
     plain, fast = ContextKV(history, 7), ContextKV(history, 7, stacker=lib.stack_context)
-    for k0, v0, k1, v1, kt1 in zip(plain.keys, plain.values, fast.keys, fast.values, fast.keys_t):
-        assert k1.shape == k0.shape == (6, 2, frames + 1, 16) and kt1.shape == (6, 2, 16, frames + 1)
+    for k0, v0, k1, v1 in zip(plain.keys, plain.values, fast.keys, fast.values):
+        assert k1.shape == k0.shape == v1.shape == (6, 2, frames + 1, 16)
         assert torch.equal(k1[:, :, :frames], k0[:, :, :frames]) and torch.equal(v1[:, :, :frames], v0[:, :, :frames])
-        assert torch.equal(kt1[..., :frames], k0.transpose(2, 3)[..., :frames])
 
 
 @needs_c
@@ -246,16 +245,16 @@ def test_the_fbgemm_block_computes_the_models_cached_step(heads):
     fast = FbgemmBlock(block)
     with torch.inference_mode():
         y = block.step(x, exact_k, exact_v, cos, sin, block.qk_gains())
-        y_fast = fast.step(x, fast_k, None, fast_v, cos, sin, True)
+        y_fast = fast.step(x, fast_k, fast_v, cos, sin, True)
         assert _relative(y_fast - x, y - x) < 0.05  # the block's update, without the residual's x
         assert _relative(fast_k[:, :, -1], exact_k[:, :, -1]) < 0.04 and _relative(fast_v[:, :, -1], exact_v[:, :, -1]) < 0.04
         assert torch.equal(fast_k[:, :, :-1], exact_k[:, :, :-1])  # only the frame's slot is written
         one_k, one_v = (t[n:].clone() for t in context)
-        assert torch.equal(fast.step(x[1:], one_k, None, one_v, cos, sin, True)[0], y_fast[1])  # batch items alone
+        assert torch.equal(fast.step(x[1:], one_k, one_v, cos, sin, True)[0], y_fast[1])  # batch items alone
         only = torch.tensor([[0, 2, 5], [1, 3, 4]])  # the rows whose output is wanted (a MaskGIT round's masked ones)
         wanted = y_fast.gather(1, only[..., None].expand(-1, -1, 64))
-        assert _relative(fast.step(x, fast_k, None, fast_v, cos, sin, True, only), wanted) < 0.03
-        assert fast.step(x, fast_k, None, fast_v, cos, sin, False) is None
+        assert _relative(fast.step(x, fast_k, fast_v, cos, sin, True, only), wanted) < 0.03
+        assert fast.step(x, fast_k, fast_v, cos, sin, False) is None
 
 
 def test_without_a_compiler_int8_plays_on_fbgemm(monkeypatch, tiny_world_path, prompt_image, tmp_path):

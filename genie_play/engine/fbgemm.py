@@ -67,11 +67,11 @@ class FbgemmBlock:
                              for a in (block.spatial, block.temporal))
         self.gains = spatial[:, None, None].clone(), temporal[:, None].clone()  # q's and k's: (2, 1, 1, hd), (2, 1, hd)
 
-    def step(self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_kt, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    def step(self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
              need_output: bool, only: torch.Tensor | None = None) -> torch.Tensor | None:
         """x (B, N, D) -> (B, N, D), or with only (B, M) those rows alone (B, M, D), or None without
         need_output (only the keys/values made). ctx_k / ctx_v (B*N, H, L+1, hd): the context, the
-        frame's keys/values written into the last slot; ctx_kt unused; cos/sin: ContextKV.rope's."""
+        frame's keys/values written into the last slot; cos/sin: ContextKV.rope's."""
         b, n, _ = x.shape
         items = [self._item(x[i], *(c if b == 1 else c[i * n:(i + 1) * n] for c in (ctx_k, ctx_v)), cos, sin, need_output,
                             None if only is None else only[i]) for i in range(b)]

@@ -67,11 +67,11 @@ class Library:
         self._use_amx = _bind(lib, "gp_linear_use_amx", [_i], _i)
         self.has_amx = self.use_amx(amx)  # asks Linux for the AMX tile state once, if amx
         self._linear = _bind(lib, "gp_linear", [_p, _i, _p, _p, _p, _p, _p, _p, _f, _i])
-        self._stack = _bind(lib, "gp_stack_context", [_p, _p, _i, _l, _i, _p, _p, _p, _i])
-        self.block_step = _bind(lib, "gp_block_step", [_p, _p, _i, _i, _p, _p, _p, _i, _p, _p, _i, _p, _p, _p, _i])
+        self._stack = _bind(lib, "gp_stack_context", [_p, _p, _i, _l, _i, _p, _p, _i])
+        self.block_step = _bind(lib, "gp_block_step", [_p, _p, _i, _i, _p, _p, _i, _p, _p, _i, _p, _p, _p, _i])
         self.block_work = _bind(lib, "gp_block_work_floats", [_p, _i, _i, _i], _l)
         self.block_bytes = _bind(lib, "gp_block_bytes", [_p, _i], _l)
-        self.frame = _bind(lib, "gp_frame", [_p, _p, _i, _p, _p, _i, _p, _p, _p, _p, _i, _p, _p, _p, _p, _p, _p, _p, _i])
+        self.frame = _bind(lib, "gp_frame", [_p, _p, _i, _p, _p, _i, _p, _p, _p, _i, _p, _p, _p, _p, _p, _p, _p, _i])
         self.frame_work = _bind(lib, "gp_frame_work_floats", [_p, _i, _i], _l)
         self.frame_bytes = _bind(lib, "gp_frame_bytes", [_p, _i], _l)
         self._pick = _bind(lib, "gp_maskgit_pick", [_p, _i, _i, _p, _p, _f, _p, _f, _p, _p, _i])
@@ -107,17 +107,17 @@ class Library:
                    sampled.data_ptr(), logp.data_ptr(), torch.get_num_threads())
         return sampled, logp
 
-    def stack_context(self, frames: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One layer's context from its frames' (k, v), each (R, H, 1, hd), oldest first -> (ctx_k
-        (R, H, L+1, hd), ctx_kt (R, H, hd, L+1), ctx_v), the last slot left for the new frame."""
+    def stack_context(self, frames: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer's context from its frames' (k, v), each (R, H, 1, hd), oldest first -> (ctx_k,
+        ctx_v), each (R, H, L+1, hd), the last slot left for the new frame."""
         check(*(t for kv in frames for t in kv))
         r, h, _, hd = frames[0][0].shape
         length = len(frames) + 1
-        ctx_k, ctx_kt, ctx_v = torch.empty(r, h, length, hd), torch.empty(r, h, hd, length), torch.empty(r, h, length, hd)
+        ctx_k, ctx_v = torch.empty(r, h, length, hd), torch.empty(r, h, length, hd)
         ks = (_p * len(frames))(*(k.data_ptr() for k, _ in frames))
         vs = (_p * len(frames))(*(v.data_ptr() for _, v in frames))
-        self._stack(ks, vs, len(frames), r * h, hd, ctx_k.data_ptr(), ctx_kt.data_ptr(), ctx_v.data_ptr(), torch.get_num_threads())
-        return ctx_k, ctx_kt, ctx_v
+        self._stack(ks, vs, len(frames), r * h, hd, ctx_k.data_ptr(), ctx_v.data_ptr(), torch.get_num_threads())
+        return ctx_k, ctx_v
 
 
 class Int8Weights:
@@ -164,16 +164,16 @@ class CBlock:
         st.qk_eps, st.scale, st.dim, st.heads, st.hidden = block.spatial.q_norm.eps, scale, self.dim, self.heads, self.weights[4].out_features
         self._work: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def step(self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_kt: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor,
-             sin: torch.Tensor, need_output: bool, only: torch.Tensor | None = None) -> torch.Tensor | None:
+    def step(self, x: torch.Tensor, ctx_k: torch.Tensor, ctx_v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+             need_output: bool, only: torch.Tensor | None = None) -> torch.Tensor | None:
         """x (B, N, D) -> (B, N, D) (with only (B, M), those rows alone: (B, M, D)), or None without
         need_output (only the keys/values written)."""
         b, n, d = x.shape
         rows, length, threads = b * n, ctx_k.shape[2], torch.get_num_threads()
         x = x.float().contiguous()
-        check(ctx_k, ctx_kt, ctx_v, cos, sin)
+        check(ctx_k, ctx_v, cos, sin)
         hd = d // self.heads
-        if ctx_k.shape != (rows, self.heads, length, hd) or ctx_kt.shape != (rows, self.heads, hd, length) or length > MAX_LENGTH:
+        if ctx_k.shape != (rows, self.heads, length, hd) or ctx_v.shape != ctx_k.shape or length > MAX_LENGTH:
             raise ValueError(f"play kernels: context {tuple(ctx_k.shape)} does not fit x {tuple(x.shape)}")
         key = (rows, n, threads)
         if key not in self._work:  # reused: a fresh ~1 MB buffer per call would be mapped and faulted in each time
@@ -182,7 +182,7 @@ class CBlock:
                                 torch.empty(self.library.block_bytes(ref, rows), dtype=torch.uint8))}
         work, scratch = self._work[key]
         out = torch.empty(rows, d) if need_output else None
-        self.library.block_step(ctypes.byref(self.struct), x.data_ptr(), b, n, ctx_k.data_ptr(), ctx_kt.data_ptr(), ctx_v.data_ptr(),
+        self.library.block_step(ctypes.byref(self.struct), x.data_ptr(), b, n, ctx_k.data_ptr(), ctx_v.data_ptr(),
                                 length, cos.data_ptr(), sin.data_ptr(), int(need_output), _ptr(out), work.data_ptr(),
                                 scratch.data_ptr(), threads)
         if out is None:
@@ -208,7 +208,7 @@ class CFrame:
     def sample(self, tokens: torch.Tensor, emb: torch.Tensor, context, steps: int, temperature: float,
                generator: torch.Generator | None) -> torch.Tensor:
         """maskgit.decode over tokens (B, N) (every row with the same number masked) with this
-        model's logits; emb (B, D) the frame's action embedding; context: a ContextKV with keys_t.
+        model's logits; emb (B, D) the frame's action embedding; context: a ContextKV.
         Returns the filled tokens; the final tokens' keys/values are left in the context's scratch
         slot (context.recorded)."""
         tokens = tokens.to(torch.long).contiguous().clone()
@@ -225,10 +225,10 @@ class CFrame:
         noise = torch.tensor([r.noise_scale for r in rounds], dtype=torch.float32)
         plan = _PlanStruct(steps, counts[0].data_ptr(), u.data_ptr(), g.data_ptr(), counts[1].data_ptr(), counts[2].data_ptr(),
                            noise.data_ptr(), temperature)
-        ks, kts, vs = context.keys, context.keys_t, context.values
+        ks, vs = context.keys, context.values
         cos, sin = context.rope(self.cfg.st)
-        check(*ks, *vs, *kts, cos, sin)
-        if any(t.shape[0] != b * n for t in (*ks, *vs, *kts)):
+        check(*ks, *vs, cos, sin)
+        if any(t.shape[0] != b * n for t in (*ks, *vs)):
             raise ValueError(f"play frame: context {tuple(ks[0].shape)} does not fit tokens {tuple(tokens.shape)}")
         emb = emb.detach().float().contiguous()
         threads = torch.get_num_threads()
@@ -239,7 +239,7 @@ class CFrame:
                                             torch.empty(rows, dtype=torch.long), torch.empty(rows, dtype=torch.long),
                                             torch.empty(rows, dtype=torch.int32))}
         work, scratch, sampled, rows_at, order = self._buffers[b, threads]
-        arrays = [(_p * len(ts))(*(t.data_ptr() for t in ts)) for ts in (ks, kts, vs)]
+        arrays = [(_p * len(ts))(*(t.data_ptr() for t in ts)) for ts in (ks, vs)]
         self.library.frame(ctypes.byref(self.struct), ctypes.byref(plan), b, tokens.data_ptr(), positions.data_ptr(), m,
                            emb.data_ptr(), *arrays, ks[0].shape[2], cos.data_ptr(), sin.data_ptr(), work.data_ptr(),
                            scratch.data_ptr(), sampled.data_ptr(), rows_at.data_ptr(), order.data_ptr(), threads)

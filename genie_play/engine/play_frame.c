@@ -35,13 +35,11 @@ long gp_block_bytes(const gp_block *b, int rows) { return (long)rows * (b->hidde
 /* x (items, tokens, dim) -> out (items * tokens, dim): the block's play step, as STBlock.step with
  * int8 linears and fused attentions, its stages shared among the threads of the enclosing
  * parallel region (orphaned omp for loops). out may be x itself: x is last read by the spatial
- * part's output linear, before out is first written. ctx_k / ctx_v (rows, heads, length, hd) and
- * ctx_kt (rows, heads, hd, length) hold the context; the frame's keys/values are written into slot
- * length-1. Without need_output only the keys/values are made (out is not touched). work and bytes
+ * part's output linear, before out is first written. ctx_k / ctx_v (rows, heads, length, hd) hold
+ * the context; the frame's keys/values are written into slot length-1. Without need_output only the keys/values are made (out is not touched). work and bytes
  * as sized by gp_block_work_floats and gp_block_bytes. */
-static void block_body(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_kt, float *ctx_v,
-                       int length, const float *cos_t, const float *sin_t, int need_output, float *out, float *work,
-                       uint8_t *bytes) {
+static void block_body(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_v, int length,
+                       const float *cos_t, const float *sin_t, int need_output, float *out, float *work, uint8_t *bytes) {
     const int rows = items * tokens, d = b->dim, hd = d / b->heads;
     float *x1 = work;                       /* (rows, d) after the spatial part */
     float *qkv = x1 + (long)rows * d;       /* (rows, 3d) */
@@ -58,8 +56,8 @@ static void block_body(const gp_block *b, const float *x, int items, int tokens,
     /* temporal attention of each position against its context, residual into out */
     gp_layer_norm_quantise(x1, rows, d, b->norm_w[1], b->norm_b[1], b->norm_eps[1], bytes, a_scale);
     gp_gemm(bytes, a_scale, rows, &b->linear[2], 0, NULL, qkv);
-    gp_temporal_body(qkv, rows, b->heads, hd, b->gain_t[0], b->gain_t[1], b->qk_eps, b->scale, cos_t, sin_t, ctx_k,
-                     ctx_kt, ctx_v, length, need_output, att);
+    gp_temporal_body(qkv, rows, b->heads, hd, b->gain_t[0], b->gain_t[1], b->qk_eps, b->scale, cos_t, sin_t, ctx_k, ctx_v,
+                     length, need_output, att);
     if (need_output) {
         gp_quantise_rows(att, rows, d, bytes, a_scale);
         gp_gemm(bytes, a_scale, rows, &b->linear[3], 0, x1, out);
@@ -72,12 +70,11 @@ static void block_body(const gp_block *b, const float *x, int items, int tokens,
 }
 
 /* block_body in its own parallel region of `threads` threads (one call per block from Python). */
-void gp_block_step(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_kt, float *ctx_v,
-                   int length, const float *cos_t, const float *sin_t, int need_output, float *out, float *work,
-                   uint8_t *bytes, int threads) {
+void gp_block_step(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_v, int length,
+                   const float *cos_t, const float *sin_t, int need_output, float *out, float *work, uint8_t *bytes, int threads) {
     (void)threads;
 #pragma omp parallel num_threads(threads)
-    block_body(b, x, items, tokens, ctx_k, ctx_kt, ctx_v, length, cos_t, sin_t, need_output, out, work, bytes);
+    block_body(b, x, items, tokens, ctx_k, ctx_v, length, cos_t, sin_t, need_output, out, work, bytes);
 }
 
 /* sum_i exp((x_i - m) * inv_t) over a row. */
@@ -190,11 +187,11 @@ static void embed(const gp_dynamics *m, const int64_t *tokens, int items, const 
     }
 }
 
-static void run_blocks(const gp_dynamics *m, float *x, int items, float **ctx_k, float **ctx_kt, float **ctx_v, int length,
+static void run_blocks(const gp_dynamics *m, float *x, int items, float **ctx_k, float **ctx_v, int length,
                        const float *cos_t, const float *sin_t, int record, float *work, uint8_t *bytes) {
     for (int l = 0; l < m->depth; l++) {
         const int need_output = !record || l < m->depth - 1; /* the record pass stops at the last keys/values */
-        block_body(&m->blocks[l], x, items, m->tokens, ctx_k[l], ctx_kt[l], ctx_v[l], length, cos_t, sin_t, need_output, x,
+        block_body(&m->blocks[l], x, items, m->tokens, ctx_k[l], ctx_v[l], length, cos_t, sin_t, need_output, x,
                    work, bytes);
     }
 }
@@ -226,10 +223,10 @@ static void reveal(int64_t *tokens, int *positions, int masked, int keep, const 
 /* MaskGIT over one new frame of `items` token grids (items, tokens), in place: every row starts with
  * the same `masked` positions masked (ascending in positions, (items, masked) ints), emb (items, dim)
  * the frame's action embedding. Rounds as maskgit.decode with masked_only and the C pick; then the
- * pass that writes the final tokens' keys/values into the context's last slot. ctx_k / ctx_kt /
+ * pass that writes the final tokens' keys/values into the context's last slot. ctx_k /
  * ctx_v: per layer, as block_body takes them. order: items * tokens ints. */
 void gp_frame(const gp_dynamics *m, const gp_plan *plan, int items, int64_t *tokens, int *positions, int masked, const float *emb,
-              float **ctx_k, float **ctx_kt, float **ctx_v, int length, const float *cos_t, const float *sin_t,
+              float **ctx_k, float **ctx_v, int length, const float *cos_t, const float *sin_t,
               float *work, uint8_t *bytes, int64_t *sampled, int64_t *rows_at, int *order, int threads) {
     const int n = m->tokens, d = m->dim, rows = items * n;
     float *x = work;
@@ -245,7 +242,7 @@ void gp_frame(const gp_dynamics *m, const gp_plan *plan, int items, int64_t *tok
         for (int s = 0; s < plan->steps && left > 0; s++) {
             const int picked = items * left;
             embed(m, tokens, items, emb, x);
-            run_blocks(m, x, items, ctx_k, ctx_kt, ctx_v, length, cos_t, sin_t, 0, block, bytes);
+            run_blocks(m, x, items, ctx_k, ctx_v, length, cos_t, sin_t, 0, block, bytes);
 #pragma omp for schedule(static)
             for (int r = 0; r < picked; r++) { /* the masked rows and the position each one draws with */
                 const int item = r / left, at = positions[item * n + r % left];
@@ -264,6 +261,6 @@ void gp_frame(const gp_dynamics *m, const gp_plan *plan, int items, int64_t *tok
             left = keep;
         }
         embed(m, tokens, items, emb, x);
-        run_blocks(m, x, items, ctx_k, ctx_kt, ctx_v, length, cos_t, sin_t, 1, block, bytes);
+        run_blocks(m, x, items, ctx_k, ctx_v, length, cos_t, sin_t, 1, block, bytes);
     }
 }

@@ -182,34 +182,29 @@ void gp_spatial_body(const float *qkv, int items, int n, int heads, int hd, cons
 
 /* Stack `frames` context frames' keys/values for the temporal kernel, in one pass: k_frames[l] and
  * v_frames[l] (pairs, hd), pairs = rows * heads, the frame l of the context (oldest first) ->
- * ctx_k / ctx_v (pairs, frames + 1, hd) and ctx_kt (pairs, hd, frames + 1), slot `frames` left
- * for the new frame (the kernels write it). What torch.cat and a transposed copy per layer did,
- * without a tensor operation per frame. Pairs are shared among the threads. */
+ * ctx_k / ctx_v (pairs, frames + 1, hd), slot `frames` left for the new frame (the kernels write
+ * it). What torch.cat per layer did, without a tensor operation per frame. Pairs are shared among
+ * the threads. */
 void gp_stack_context(const float *const *k_frames, const float *const *v_frames, int frames, long pairs, int hd,
-                      float *ctx_k, float *ctx_kt, float *ctx_v, int threads) {
-    const int length = frames + 1;
+                      float *ctx_k, float *ctx_v, int threads) {
+    const long length = frames + 1, bytes = sizeof(float) * hd;
     (void)threads;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (long p = 0; p < pairs; p++) {
-        float *kc = ctx_k + p * length * hd, *kt = ctx_kt + p * hd * length, *vc = ctx_v + p * length * hd;
+    for (long p = 0; p < pairs; p++)
         for (int l = 0; l < frames; l++) {
-            const float *k = k_frames[l] + p * hd;
-            memcpy(kc + (long)l * hd, k, sizeof(float) * hd);
-            memcpy(vc + (long)l * hd, v_frames[l] + p * hd, sizeof(float) * hd);
-            for (int d = 0; d < hd; d++) kt[(long)d * length + l] = k[d];
+            memcpy(ctx_k + (p * length + l) * hd, k_frames[l] + p * hd, bytes);
+            memcpy(ctx_v + (p * length + l) * hd, v_frames[l] + p * hd, bytes);
         }
-    }
 }
 
 /* Temporal attention of each position's new frame against its cached context.
- * qkv (rows, 3, heads, hd); ctx_k / ctx_v (rows, heads, length, hd) and ctx_kt, the keys
- * transposed (rows, heads, hd, length), hold the context in slot 0..length-2; the new frame's
- * RoPE'd key and its value are written into slot length-1 of all three. cos_t / sin_t (hd) for the
- * new frame's position. With need_output, out (rows, heads * hd). Needs length <= 4096. Rows are
- * shared among the threads of the enclosing parallel region (an orphaned omp for). */
+ * qkv (rows, 3, heads, hd); ctx_k / ctx_v (rows, heads, length, hd) hold the context in slot
+ * 0..length-2; the new frame's RoPE'd key and its value are written into slot length-1. cos_t /
+ * sin_t (hd) for the new frame's position. With need_output, out (rows, heads * hd). Needs length
+ * <= 4096. Rows are shared among the threads of the enclosing parallel region (an orphaned omp for). */
 void gp_temporal_body(const float *qkv, int rows, int heads, int hd, const float *gain_q, const float *gain_k,
-                      float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k, float *ctx_kt,
-                      float *ctx_v, int length, int need_output, float *out) {
+                      float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k, float *ctx_v,
+                      int length, int need_output, float *out) {
     const int row = 3 * heads * hd, last = length - 1;
 #pragma omp for schedule(static)
     for (int r = 0; r < rows; r++) {
@@ -217,26 +212,20 @@ void gp_temporal_body(const float *qkv, int rows, int heads, int hd, const float
         const float *base = qkv + (long)r * row;
         for (int h = 0; h < heads; h++) {
             const long pair = (long)r * heads + h;
-            float *kc = ctx_k + pair * length * hd, *kt = ctx_kt + pair * hd * length, *vc = ctx_v + pair * length * hd;
+            float *kc = ctx_k + pair * length * hd, *vc = ctx_v + pair * length * hd;
             rms_gain(base + heads * hd + h * hd, gain_k, eps, 1.0f, hd, tmp);
             rope(tmp, cos_t, sin_t, hd, kc + (long)last * hd);
-            for (int d = 0; d < hd; d++) kt[(long)d * length + last] = kc[(long)last * hd + d];
             memcpy(vc + (long)last * hd, base + 2 * heads * hd + h * hd, sizeof(float) * hd);
             if (!need_output) continue;
             rms_gain(base + h * hd, gain_q, eps, scale, hd, tmp);
             rope(tmp, cos_t, sin_t, hd, qr);
-            if (length % LANES == 0) {
-                vec_mat(qr, kt, hd, length, length, s);
-            } else { /* a context that is not full yet: plain dot products */
-                for (int l = 0; l < length; l++) {
-                    float dot = 0.0f;
-                    for (int d = 0; d < hd; d++) dot += qr[d] * kc[(long)l * hd + d];
-                    s[l] = dot;
-                }
+            for (int l = 0; l < length; l++) { /* the scores: one dot product per context slot */
+                vf dot = (vf){0};
+                for (int d = 0; d < hd; d += LANES) dot += load_vf(qr + d) * load_vf(kc + (long)l * hd + d);
+                s[l] = hsum(dot);
             }
             softmax(s, length);
             vec_mat(s, vc, length, hd, hd, out + pair * hd);
         }
     }
 }
-

@@ -104,7 +104,7 @@ int gp_spatial_scratch_floats(int n, int hd);
 void gp_spatial_body(const float *qkv, int items, int n, int heads, int hd, const float *gain_q, const float *gain_k,
                      float eps, float scale, float *out, float *scratch);
 void gp_temporal_body(const float *qkv, int rows, int heads, int hd, const float *gain_q, const float *gain_k,
-                      float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k, float *ctx_kt,
-                      float *ctx_v, int length, int need_output, float *out);
+                      float eps, float scale, const float *cos_t, const float *sin_t, float *ctx_k, float *ctx_v,
+                      int length, int need_output, float *out);
 
 #endif

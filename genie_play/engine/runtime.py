@@ -103,6 +103,5 @@ class Runtime:
         cos, sin = ctx.rope(transformer.cfg)
         last = len(blocks) - 1
         for i, block in enumerate(blocks):
-            keys_t = None if ctx.keys_t is None else ctx.keys_t[i]
-            x = block.step(x, ctx.keys[i], keys_t, ctx.values[i], cos, sin, need_output or i < last, only if i == last else None)
+            x = block.step(x, ctx.keys[i], ctx.values[i], cos, sin, need_output or i < last, only if i == last else None)
         return x

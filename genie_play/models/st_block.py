@@ -252,8 +252,7 @@ class ContextKV:
     """Per-layer buffers of the context frames' keys/values (`keys`, `values`: (B*N, H, L+1, hd))
     plus one scratch slot at L for the new frame, built once per new frame from the last window-1
     FrameKVs: every MaskGIT round of that frame reads it and overwrites only the scratch slot.
-    `stacker` (engine.kernels.Library.stack_context) stacks each layer and its transposed keys
-    (`keys_t`, (B*N, H, hd, L+1), what the C kernels read) in one call: the same numbers."""
+    `stacker` (engine.kernels.Library.stack_context) stacks each layer in one call: the same numbers."""
 
     def __init__(self, frames: list[FrameKV], position: int, empty_like: tuple | None = None, stacker=None) -> None:
         self.position = position
@@ -262,7 +261,7 @@ class ContextKV:
         self._constants: tuple | None = None
         if frames and stacker is not None:
             stacked = [stacker([f.layers[i] for f in frames]) for i in range(len(frames[0].layers))]
-            self.keys, self.keys_t, self.values = ([s[j] for s in stacked] for j in range(3))
+            self.keys, self.values = ([s[j] for s in stacked] for j in range(2))
             return
         if frames:
             self.keys, self.values = ([torch.cat([f.layers[i][j] for f in frames] + [torch.empty_like(frames[0].layers[i][j])], 2)
@@ -272,7 +271,6 @@ class ContextKV:
             depth, rows, heads, head_dim, dtype, device = empty_like
             self.keys, self.values = ([torch.empty(rows, heads, 1, head_dim, dtype=dtype, device=device) for _ in range(depth)]
                                       for _ in range(2))
-        self.keys_t = None if stacker is None else [k.transpose(2, 3).contiguous() for k in self.keys]
 
     def rope(self, cfg: STConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """cos (hd,) and sin (hd,) of the new frame's position, the rotate-half sign folded into sin."""
