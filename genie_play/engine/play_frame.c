@@ -36,8 +36,9 @@ long gp_block_bytes(const gp_block *b, int rows) { return (long)rows * (b->hidde
  * int8 linears and fused attentions, its stages shared among the threads of the enclosing
  * parallel region (orphaned omp for loops). out may be x itself: x is last read by the spatial
  * part's output linear, before out is first written. ctx_k / ctx_v (rows, heads, length, hd) hold
- * the context; the frame's keys/values are written into slot length-1. Without need_output only the keys/values are made (out is not touched). work and bytes
- * as sized by gp_block_work_floats and gp_block_bytes. */
+ * the context; the frame's keys/values are written into slot length-1. Without need_output only
+ * the keys/values are made (out is not touched). work and bytes as sized by gp_block_work_floats
+ * and gp_block_bytes. */
 static void block_body(const gp_block *b, const float *x, int items, int tokens, float *ctx_k, float *ctx_v, int length,
                        const float *cos_t, const float *sin_t, int need_output, float *out, float *work, uint8_t *bytes) {
     const int rows = items * tokens, d = b->dim, hd = d / b->heads;
@@ -223,8 +224,8 @@ static void reveal(int64_t *tokens, int *positions, int masked, int keep, const 
 /* MaskGIT over one new frame of `items` token grids (items, tokens), in place: every row starts with
  * the same `masked` positions masked (ascending in positions, (items, masked) ints), emb (items, dim)
  * the frame's action embedding. Rounds as maskgit.decode with masked_only and the C pick; then the
- * pass that writes the final tokens' keys/values into the context's last slot. ctx_k /
- * ctx_v: per layer, as block_body takes them. order: items * tokens ints. */
+ * pass that writes the final tokens' keys/values into the context's last slot. ctx_k / ctx_v:
+ * per layer, as block_body takes them. order: items * tokens ints. */
 void gp_frame(const gp_dynamics *m, const gp_plan *plan, int items, int64_t *tokens, int *positions, int masked, const float *emb,
               float **ctx_k, float **ctx_v, int length, const float *cos_t, const float *sin_t,
               float *work, uint8_t *bytes, int64_t *sampled, int64_t *rows_at, int *order, int threads) {
